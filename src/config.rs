@@ -1,0 +1,1337 @@
+//! Configuration: the `config.toml` schema, `${VAR}` interpolation, and the
+//! validated [`Config`] the rest of the sidecar runs on.
+//!
+//! Loading has two stages, as in ripgrep's low/high args: the `Raw*` types
+//! mirror the file (every key, its default next to it), and [`Config`] is
+//! built from them with parsed addresses, URLs, durations, origins and
+//! compiled routes. Every problem is collected before returning, each naming
+//! its key (`checkout.allowed_redirect_origins[1]: not an origin: ...`), so
+//! `--check` and a refused start print them all at once.
+//!
+//! Unknown keys are found with `serde_ignored` rather than
+//! `deny_unknown_fields`, because serde stops at the first unknown field and
+//! the contract asks for every problem. Each top-level section is decoded on
+//! its own (with `serde_path_to_error` for the key of a type error), so a
+//! mistake in `[server]` does not hide one in `[stripe]`. This module does
+//! not open sockets or read secrets beyond the environment variables the
+//! file names.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::routes::{Action, Mode, Route};
+
+/// One thing wrong with the configuration, named by its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found in one configuration, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for problem in &self.0 {
+            writeln!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+// ---------------------------------------------------------------------------
+// Raw types: the file as written (after interpolation), with defaults.
+// ---------------------------------------------------------------------------
+
+/// The whole file. Sections are decoded one by one (see [`RawConfig::parse`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub upstream: RawUpstream,
+    pub auth: RawAuth,
+    pub stripe: RawStripe,
+    pub checkout: RawCheckout,
+    pub customers: RawCustomers,
+    /// Absent: the three default routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<RawRoute>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawServer {
+    pub listen: String,
+    pub admin_listen: String,
+    pub max_body_bytes: u64,
+    pub shutdown_drain_seconds: u64,
+    pub shutdown_grace_seconds: u64,
+    pub log_format: String,
+    pub access_log: bool,
+    pub worker_threads: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "0.0.0.0:8080".into(),
+            admin_listen: "0.0.0.0:9901".into(),
+            max_body_bytes: 65536,
+            shutdown_drain_seconds: 5,
+            shutdown_grace_seconds: 25,
+            log_format: "json".into(),
+            access_log: true,
+            worker_threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawUpstream {
+    pub url: String,
+    pub connect_timeout_ms: u64,
+    pub read_timeout_ms: u64,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            url: "http://127.0.0.1:3000".into(),
+            connect_timeout_ms: 2000,
+            read_timeout_ms: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawAuth {
+    pub header: String,
+    pub cookies: Vec<String>,
+    pub hs256_secret: String,
+    pub jwks_url: String,
+    pub issuer: String,
+    pub audience: String,
+    pub required_claims: BTreeMap<String, toml::Value>,
+    pub leeway_seconds: u64,
+    pub jwks_refresh_seconds: u64,
+    pub jwks_min_refetch_seconds: u64,
+    pub user_id_claim: String,
+    pub email_claim: String,
+    pub api_keys: Vec<RawApiKey>,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            header: "authorization".into(),
+            cookies: vec!["sb-*-auth-token".into(), "sb-access-token".into()],
+            hs256_secret: String::new(),
+            jwks_url: String::new(),
+            issuer: String::new(),
+            audience: "authenticated".into(),
+            required_claims: BTreeMap::from([(
+                "role".to_string(),
+                toml::Value::String("authenticated".into()),
+            )]),
+            leeway_seconds: 30,
+            jwks_refresh_seconds: 300,
+            jwks_min_refetch_seconds: 5,
+            user_id_claim: "sub".into(),
+            email_claim: "email".into(),
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawApiKey {
+    pub name: String,
+    pub sha256: String,
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawStripe {
+    pub secret_key: String,
+    pub api_base: String,
+    pub webhook_secrets: Vec<String>,
+    pub webhook_tolerance_seconds: u64,
+    pub timeout_ms: u64,
+    pub max_retries: u64,
+}
+
+impl Default for RawStripe {
+    fn default() -> Self {
+        RawStripe {
+            secret_key: String::new(),
+            api_base: "https://api.stripe.com".into(),
+            webhook_secrets: Vec::new(),
+            webhook_tolerance_seconds: 300,
+            timeout_ms: 10000,
+            max_retries: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawCheckout {
+    pub allowed_redirect_origins: Vec<String>,
+    pub require_sign_in: bool,
+    pub allow_promotion_codes: bool,
+    pub prices: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawCustomers {
+    pub source: String,
+    pub metadata_key: String,
+    pub lookup_url: String,
+    pub lookup_headers: BTreeMap<String, String>,
+    pub customer_id_pointer: String,
+    pub cache_ttl_seconds: u64,
+    pub negative_ttl_seconds: u64,
+    pub cache_capacity: u64,
+}
+
+impl Default for RawCustomers {
+    fn default() -> Self {
+        RawCustomers {
+            source: "stripe".into(),
+            metadata_key: "user_id".into(),
+            lookup_url: String::new(),
+            lookup_headers: BTreeMap::new(),
+            customer_id_pointer: "/customerId".into(),
+            cache_ttl_seconds: 300,
+            negative_ttl_seconds: 10,
+            cache_capacity: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawRoute {
+    pub path: String,
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_to: Option<String>,
+}
+
+impl RawRoute {
+    fn new(path: &str, action: &str, forward_to: Option<&str>) -> RawRoute {
+        RawRoute {
+            path: path.into(),
+            action: action.into(),
+            forward_to: forward_to.map(Into::into),
+            ..RawRoute::default()
+        }
+    }
+}
+
+/// The routes used when the file has no `[[routes]]`.
+pub fn default_routes() -> Vec<RawRoute> {
+    vec![
+        RawRoute::new("/api/stripe/create-checkout", "checkout", None),
+        RawRoute::new("/api/stripe/create-portal", "portal", None),
+        RawRoute::new(
+            "/api/stripe/webhook",
+            "webhook",
+            Some("/api/stripe/webhook"),
+        ),
+    ]
+}
+
+impl RawConfig {
+    /// Parses TOML text, interpolating `${VAR}` from `env`. Unset
+    /// variables, unknown keys and type errors are collected in `problems`
+    /// (a section with a type error keeps its defaults, so the rest can
+    /// still be checked); only a TOML syntax error stops here.
+    pub fn parse(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Vec<Problem>,
+    ) -> Result<RawConfig, Problems> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            Problems(vec![Problem {
+                key: "config".into(),
+                message: format!("not valid TOML: {}", e.message().trim()),
+            }])
+        })?;
+        for (key, value) in table.iter_mut() {
+            interpolate(value, key, env, problems);
+        }
+        let mut raw = RawConfig::default();
+        for (key, value) in table {
+            match key.as_str() {
+                "server" => raw.server = section(value, &key, problems),
+                "upstream" => raw.upstream = section(value, &key, problems),
+                "auth" => raw.auth = section(value, &key, problems),
+                "stripe" => raw.stripe = section(value, &key, problems),
+                "checkout" => raw.checkout = section(value, &key, problems),
+                "customers" => raw.customers = section(value, &key, problems),
+                "routes" => raw.routes = Some(section(value, &key, problems)),
+                _ => problems.push(problem(&key, "unknown section")),
+            }
+        }
+        Ok(raw)
+    }
+
+    /// This configuration as TOML, secrets replaced by `<redacted>` (an
+    /// empty secret stays empty, so "unset" is still visible).
+    pub fn redacted_toml(&self) -> String {
+        fn hide(secret: &mut String) {
+            if !secret.is_empty() {
+                *secret = "<redacted>".into();
+            }
+        }
+        let mut raw = self.clone();
+        hide(&mut raw.auth.hs256_secret);
+        hide(&mut raw.stripe.secret_key);
+        raw.stripe.webhook_secrets.iter_mut().for_each(hide);
+        raw.customers.lookup_headers.values_mut().for_each(hide);
+        raw.routes.get_or_insert_with(default_routes);
+        toml::to_string(&raw).expect("the raw configuration always serializes")
+    }
+}
+
+fn problem(key: &str, message: impl Into<String>) -> Problem {
+    Problem {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Decodes one top-level section, reporting unknown keys and type errors.
+/// A key with a type error is reported, dropped (so its default applies)
+/// and decoding retried, so one bad value does not hide the others.
+fn section<T: DeserializeOwned + Default>(
+    mut value: toml::Value,
+    section: &str,
+    problems: &mut Vec<Problem>,
+) -> T {
+    loop {
+        let mut unknown = Vec::new();
+        let decoded = {
+            let mut note = |path: serde_ignored::Path<'_>| unknown.push(key_of(&path));
+            let de = serde_ignored::Deserializer::new(value.clone(), &mut note);
+            serde_path_to_error::deserialize::<_, T>(de)
+        };
+        let error = match decoded {
+            Ok(decoded) => {
+                for key in unknown {
+                    problems.push(problem(&join(section, &key), "unknown key"));
+                }
+                return decoded;
+            }
+            Err(error) => error,
+        };
+        let key = join(section, &error.path().to_string());
+        let removed = remove(&mut value, error.path());
+        problems.push(problem(&key, error.into_inner().message().trim()));
+        if !removed {
+            return T::default();
+        }
+    }
+}
+
+/// Removes the value at `path`; false when there is nothing to remove.
+fn remove(value: &mut toml::Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for segment in parents {
+        let next = match (segment, at) {
+            (Segment::Map { key }, toml::Value::Table(table)) => table.get_mut(key.as_str()),
+            (Segment::Seq { index }, toml::Value::Array(items)) => items.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    match (last, at) {
+        (Segment::Map { key }, toml::Value::Table(table)) => table.remove(key.as_str()).is_some(),
+        (Segment::Seq { index }, toml::Value::Array(items)) if *index < items.len() => {
+            items.remove(*index);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn join(section: &str, key: &str) -> String {
+    match key {
+        "" | "." => section.into(),
+        _ if key.starts_with('[') => format!("{section}{key}"),
+        _ => format!("{section}.{key}"),
+    }
+}
+
+/// Formats a `serde_ignored` path as `a.b[0].c`.
+fn key_of(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_of(parent)),
+        Path::Map { parent, key } => {
+            let parent = key_of(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_of(parent),
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in every string under `value`.
+fn interpolate(
+    value: &mut toml::Value,
+    key: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) {
+    match value {
+        toml::Value::String(s) => match expand(s, env) {
+            Ok(expanded) => *s = expanded,
+            Err(message) => problems.push(problem(key, message)),
+        },
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate(item, &format!("{key}[{i}]"), env, problems);
+            }
+        }
+        toml::Value::Table(table) => {
+            for (k, item) in table.iter_mut() {
+                interpolate(item, &format!("{key}.{k}"), env, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Expands one string. `${VAR:-default}` uses the default when `VAR` is unset
+/// or empty, as the shell does.
+pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| "unterminated ${...} reference".to_string())?;
+        let reference = &after[..end];
+        let (name, default) = match reference.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (reference, None),
+        };
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!("not a variable name in ${{{reference}}}"));
+        }
+        match (env(name).filter(|v| !v.is_empty()), default) {
+            (Some(value), _) => out.push_str(&value),
+            (None, Some(default)) => out.push_str(default),
+            (None, None) if env(name).is_some() => {}
+            (None, None) => {
+                return Err(format!(
+                    "environment variable {name} is not set (use ${{{name}:-default}} for an optional one)"
+                ))
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// The validated configuration.
+// ---------------------------------------------------------------------------
+
+/// The configuration the sidecar runs on: every value parsed and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub upstream: Upstream,
+    pub auth: Auth,
+    pub stripe: Stripe,
+    pub checkout: Checkout,
+    pub customers: Customers,
+    pub routes: Vec<Route>,
+    /// The file as read, for `--check`.
+    pub raw: RawConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub shutdown_drain: Duration,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+    pub access_log: bool,
+    /// 0: one per core.
+    pub worker_threads: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `scheme://host:port` of the app; request paths are appended verbatim.
+    pub authority: http::uri::Authority,
+    pub connect_timeout: Duration,
+    pub read_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub header: http::HeaderName,
+    pub cookies: Vec<String>,
+    pub hs256_secret: Option<String>,
+    pub jwks_url: Option<url::Url>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub required_claims: serde_json::Map<String, serde_json::Value>,
+    pub leeway: Duration,
+    pub jwks_refresh: Duration,
+    pub jwks_min_refetch: Duration,
+    pub user_id_claim: String,
+    pub email_claim: String,
+    pub api_keys: Vec<ApiKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stripe {
+    pub secret_key: Option<String>,
+    pub api_base: url::Url,
+    pub webhook_secrets: Vec<String>,
+    pub webhook_tolerance: Duration,
+    pub timeout: Duration,
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Checkout {
+    pub allowed_redirect_origins: Vec<Origin>,
+    pub require_sign_in: bool,
+    pub allow_promotion_codes: bool,
+    pub prices: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum CustomerSource {
+    Stripe,
+    Http {
+        lookup_url: String,
+        lookup_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        customer_id_pointer: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Customers {
+    pub source: CustomerSource,
+    pub metadata_key: String,
+    pub cache_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub cache_capacity: u64,
+}
+
+/// `scheme://host[:port]`, lower-cased, with the scheme's default port
+/// dropped, so two spellings of one origin compare equal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(String);
+
+impl Origin {
+    /// Parses a configured origin: an http(s) URL with no path (a lone
+    /// trailing `/` is allowed), query, fragment or userinfo.
+    pub fn parse(text: &str) -> Result<Origin, String> {
+        let bad = || format!("not an origin: {text:?} (expected scheme://host[:port])");
+        let url = url::Url::parse(text).map_err(|_| bad())?;
+        let bare = url.path() == "/"
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && url.username().is_empty()
+            && url.password().is_none()
+            && !text.trim_end_matches('/').ends_with('?');
+        if !bare {
+            return Err(bad());
+        }
+        Origin::of(&url).ok_or_else(bad)
+    }
+
+    /// The origin of an absolute http(s) URL.
+    pub fn of(url: &url::Url) -> Option<Origin> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return None;
+        }
+        let host = url.host_str()?;
+        Some(Origin(match url.port() {
+            Some(port) => format!("{}://{host}:{port}", url.scheme()),
+            None => format!("{}://{host}", url.scheme()),
+        }))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+impl Config {
+    /// Parses and validates `text`, reading `${VAR}` from `env`.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Problems> {
+        let mut problems = Vec::new();
+        let raw = RawConfig::parse(text, env, &mut problems)?;
+        Config::from_raw(raw, problems)
+    }
+
+    /// Parses and validates `text` against the process environment.
+    pub fn from_toml(text: &str) -> Result<Config, Problems> {
+        Config::parse(text, &|name| std::env::var(name).ok())
+    }
+
+    /// Checks every value, adding to the problems found while parsing.
+    fn from_raw(raw: RawConfig, mut p: Vec<Problem>) -> Result<Config, Problems> {
+        let server = validate_server(&raw.server, &mut p);
+        let upstream = validate_upstream(&raw.upstream, &mut p);
+        let auth = validate_auth(&raw.auth, &mut p);
+        let stripe = validate_stripe(&raw.stripe, &mut p);
+        let checkout = validate_checkout(&raw.checkout, stripe.secret_key.is_some(), &mut p);
+        let customers = validate_customers(&raw.customers, &mut p);
+        let routes = validate_routes(raw.routes.as_deref(), &mut p);
+        if !p.is_empty() {
+            return Err(Problems(p));
+        }
+        Ok(Config {
+            server,
+            upstream,
+            auth,
+            stripe,
+            checkout,
+            customers,
+            routes,
+            raw,
+        })
+    }
+}
+
+fn socket_addr(text: &str, key: &str, p: &mut Vec<Problem>) -> SocketAddr {
+    text.parse().unwrap_or_else(|_| {
+        p.push(problem(
+            key,
+            format!("not an address: {text:?} (expected IP:PORT, e.g. 0.0.0.0:8080)"),
+        ));
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    })
+}
+
+fn positive(value: u64, key: &str, p: &mut Vec<Problem>) {
+    if value == 0 {
+        p.push(problem(key, "must be greater than 0"));
+    }
+}
+
+fn http_url(text: &str, key: &str, p: &mut Vec<Problem>) -> Option<url::Url> {
+    match url::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+            Some(url)
+        }
+        _ => {
+            p.push(problem(key, format!("not an http(s) URL: {text:?}")));
+            None
+        }
+    }
+}
+
+fn validate_server(raw: &RawServer, p: &mut Vec<Problem>) -> Server {
+    let listen = socket_addr(&raw.listen, "server.listen", p);
+    let admin_listen = socket_addr(&raw.admin_listen, "server.admin_listen", p);
+    if listen == admin_listen && listen.port() != 0 {
+        p.push(problem(
+            "server.admin_listen",
+            "must differ from server.listen",
+        ));
+    }
+    positive(raw.max_body_bytes, "server.max_body_bytes", p);
+    let log_format = match raw.log_format.as_str() {
+        "json" => LogFormat::Json,
+        "text" => LogFormat::Text,
+        other => {
+            p.push(problem(
+                "server.log_format",
+                format!("must be \"json\" or \"text\", not {other:?}"),
+            ));
+            LogFormat::Json
+        }
+    };
+    if raw.worker_threads > 1024 {
+        p.push(problem("server.worker_threads", "must be at most 1024"));
+    }
+    Server {
+        listen,
+        admin_listen,
+        max_body_bytes: usize::try_from(raw.max_body_bytes).unwrap_or(usize::MAX),
+        shutdown_drain: secs(raw.shutdown_drain_seconds),
+        shutdown_grace: secs(raw.shutdown_grace_seconds),
+        log_format,
+        access_log: raw.access_log,
+        worker_threads: raw.worker_threads as usize,
+    }
+}
+
+fn validate_upstream(raw: &RawUpstream, p: &mut Vec<Problem>) -> Upstream {
+    let authority = match url::Url::parse(&raw.url) {
+        Ok(url)
+            if url.scheme() == "http"
+                && url.host_str().is_some()
+                && url.path() == "/"
+                && url.query().is_none()
+                && url.username().is_empty() =>
+        {
+            let port = url.port_or_known_default().unwrap_or(80);
+            let host = url.host_str().unwrap_or_default();
+            format!("{host}:{port}").parse().ok()
+        }
+        _ => None,
+    };
+    let authority = authority.unwrap_or_else(|| {
+        p.push(problem(
+            "upstream.url",
+            format!(
+                "not an app address: {:?} (expected http://host:port with no path)",
+                raw.url
+            ),
+        ));
+        http::uri::Authority::from_static("127.0.0.1:3000")
+    });
+    positive(raw.connect_timeout_ms, "upstream.connect_timeout_ms", p);
+    Upstream {
+        authority,
+        connect_timeout: millis(raw.connect_timeout_ms),
+        read_timeout: (raw.read_timeout_ms > 0).then(|| millis(raw.read_timeout_ms)),
+    }
+}
+
+fn validate_auth(raw: &RawAuth, p: &mut Vec<Problem>) -> Auth {
+    let header = http::HeaderName::try_from(raw.header.as_str()).unwrap_or_else(|_| {
+        p.push(problem(
+            "auth.header",
+            format!("not a header name: {:?}", raw.header),
+        ));
+        http::header::AUTHORIZATION
+    });
+    for (i, cookie) in raw.cookies.iter().enumerate() {
+        let valid_chars = !cookie.is_empty()
+            && cookie
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        if !valid_chars || cookie.matches('*').count() > 1 {
+            p.push(problem(
+                &format!("auth.cookies[{i}]"),
+                format!("not a cookie name (one '*' at most): {cookie:?}"),
+            ));
+        }
+    }
+    let jwks_url = non_empty(&raw.jwks_url).and_then(|u| http_url(&u, "auth.jwks_url", p));
+    let mut required_claims = serde_json::Map::new();
+    for (name, value) in &raw.required_claims {
+        match serde_json::to_value(value) {
+            Ok(json) => {
+                required_claims.insert(name.clone(), json);
+            }
+            Err(_) => p.push(problem(
+                &format!("auth.required_claims.{name}"),
+                "must be a string, number, boolean or array",
+            )),
+        }
+    }
+    positive(raw.jwks_refresh_seconds, "auth.jwks_refresh_seconds", p);
+    if raw.user_id_claim.is_empty() {
+        p.push(problem("auth.user_id_claim", "must not be empty"));
+    }
+    let mut api_keys = Vec::new();
+    for (i, key) in raw.api_keys.iter().enumerate() {
+        let at = |field: &str| format!("auth.api_keys[{i}].{field}");
+        if key.name.is_empty() {
+            p.push(problem(&at("name"), "must not be empty"));
+        } else if raw.api_keys[..i].iter().any(|k| k.name == key.name) {
+            p.push(problem(
+                &at("name"),
+                format!("duplicate name {:?}", key.name),
+            ));
+        }
+        let sha256 = decode_sha256(&key.sha256).unwrap_or_else(|| {
+            p.push(problem(
+                &at("sha256"),
+                "must be the 64 hex digits of the key's SHA-256 (e.g. `printf %s KEY | sha256sum`)",
+            ));
+            [0; 32]
+        });
+        if key.actions.is_empty() {
+            p.push(problem(&at("actions"), "must name at least one action"));
+        }
+        let mut actions = Vec::new();
+        for (j, action) in key.actions.iter().enumerate() {
+            match action.as_str() {
+                "checkout" => actions.push(Action::Checkout),
+                "portal" => actions.push(Action::Portal),
+                other => p.push(problem(
+                    &format!("auth.api_keys[{i}].actions[{j}]"),
+                    format!("must be \"checkout\" or \"portal\", not {other:?}"),
+                )),
+            }
+        }
+        api_keys.push(ApiKey {
+            name: key.name.clone(),
+            sha256,
+            actions,
+        });
+    }
+    Auth {
+        header,
+        cookies: raw.cookies.clone(),
+        hs256_secret: non_empty(&raw.hs256_secret),
+        jwks_url,
+        issuer: non_empty(&raw.issuer),
+        audience: non_empty(&raw.audience),
+        required_claims,
+        leeway: secs(raw.leeway_seconds),
+        jwks_refresh: secs(raw.jwks_refresh_seconds),
+        jwks_min_refetch: secs(raw.jwks_min_refetch_seconds),
+        user_id_claim: raw.user_id_claim.clone(),
+        email_claim: raw.email_claim.clone(),
+        api_keys,
+    }
+}
+
+fn decode_sha256(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+fn validate_stripe(raw: &RawStripe, p: &mut Vec<Problem>) -> Stripe {
+    let secret_key = non_empty(&raw.secret_key);
+    if let Some(key) = &secret_key {
+        if !(key.starts_with("sk_") || key.starts_with("rk_")) {
+            // Never echo the value: it is a secret even when it is wrong.
+            p.push(problem(
+                "stripe.secret_key",
+                "must be a Stripe secret or restricted key (sk_... or rk_...)",
+            ));
+        }
+    }
+    let api_base = http_url(&raw.api_base, "stripe.api_base", p)
+        .unwrap_or_else(|| url::Url::parse("https://api.stripe.com").expect("valid"));
+    positive(
+        raw.webhook_tolerance_seconds,
+        "stripe.webhook_tolerance_seconds",
+        p,
+    );
+    positive(raw.timeout_ms, "stripe.timeout_ms", p);
+    if raw.max_retries > 10 {
+        p.push(problem("stripe.max_retries", "must be at most 10"));
+    }
+    Stripe {
+        secret_key,
+        api_base,
+        webhook_secrets: raw
+            .webhook_secrets
+            .iter()
+            .filter_map(|s| non_empty(s))
+            .collect(),
+        webhook_tolerance: secs(raw.webhook_tolerance_seconds),
+        timeout: millis(raw.timeout_ms),
+        max_retries: raw.max_retries.min(10) as u32,
+    }
+}
+
+fn validate_checkout(raw: &RawCheckout, has_secret_key: bool, p: &mut Vec<Problem>) -> Checkout {
+    let mut origins = Vec::new();
+    for (i, text) in raw.allowed_redirect_origins.iter().enumerate() {
+        match Origin::parse(text) {
+            Ok(origin) => origins.push(origin),
+            Err(message) => p.push(problem(
+                &format!("checkout.allowed_redirect_origins[{i}]"),
+                message,
+            )),
+        }
+    }
+    if has_secret_key && raw.allowed_redirect_origins.is_empty() {
+        p.push(problem(
+            "checkout.allowed_redirect_origins",
+            "must list at least one origin (e.g. [\"https://myapp.com\"]) once stripe.secret_key is set",
+        ));
+    }
+    for (alias, price) in &raw.prices {
+        if price.is_empty() {
+            p.push(problem(
+                &format!("checkout.prices.{alias}"),
+                "must be a Stripe price id",
+            ));
+        }
+    }
+    Checkout {
+        allowed_redirect_origins: origins,
+        require_sign_in: raw.require_sign_in,
+        allow_promotion_codes: raw.allow_promotion_codes,
+        prices: raw.prices.clone(),
+    }
+}
+
+fn validate_customers(raw: &RawCustomers, p: &mut Vec<Problem>) -> Customers {
+    let source = match raw.source.as_str() {
+        "stripe" => CustomerSource::Stripe,
+        "http" => {
+            if raw.lookup_url.is_empty() {
+                p.push(problem(
+                    "customers.lookup_url",
+                    "is required when customers.source = \"http\"",
+                ));
+            } else {
+                // `{userId}` is not valid in a URL host, so check with it filled.
+                http_url(
+                    &raw.lookup_url.replace("{userId}", "user"),
+                    "customers.lookup_url",
+                    p,
+                );
+            }
+            let mut lookup_headers = Vec::new();
+            for (name, value) in &raw.lookup_headers {
+                let key = format!("customers.lookup_headers.{name}");
+                match (
+                    http::HeaderName::try_from(name.as_str()),
+                    http::HeaderValue::try_from(value.as_str()),
+                ) {
+                    (Ok(name), Ok(value)) => lookup_headers.push((name, value)),
+                    (Err(_), _) => p.push(problem(&key, "not a header name")),
+                    (_, Err(_)) => p.push(problem(&key, "not a valid header value")),
+                }
+            }
+            if !(raw.customer_id_pointer.is_empty() || raw.customer_id_pointer.starts_with('/')) {
+                p.push(problem(
+                    "customers.customer_id_pointer",
+                    "must be a JSON pointer such as \"/customerId\"",
+                ));
+            }
+            CustomerSource::Http {
+                lookup_url: raw.lookup_url.clone(),
+                lookup_headers,
+                customer_id_pointer: raw.customer_id_pointer.clone(),
+            }
+        }
+        other => {
+            p.push(problem(
+                "customers.source",
+                format!("must be \"stripe\" or \"http\", not {other:?}"),
+            ));
+            CustomerSource::Stripe
+        }
+    };
+    if raw.metadata_key.is_empty() || raw.metadata_key.len() > 40 {
+        p.push(problem(
+            "customers.metadata_key",
+            "must be 1 to 40 characters",
+        ));
+    }
+    positive(raw.cache_ttl_seconds, "customers.cache_ttl_seconds", p);
+    positive(raw.cache_capacity, "customers.cache_capacity", p);
+    Customers {
+        source,
+        metadata_key: raw.metadata_key.clone(),
+        cache_ttl: secs(raw.cache_ttl_seconds),
+        negative_ttl: secs(raw.negative_ttl_seconds),
+        cache_capacity: raw.cache_capacity,
+    }
+}
+
+fn validate_routes(raw: Option<&[RawRoute]>, p: &mut Vec<Problem>) -> Vec<Route> {
+    let defaults;
+    let raw = match raw {
+        Some(routes) => routes,
+        None => {
+            defaults = default_routes();
+            &defaults
+        }
+    };
+    let mut routes: Vec<Route> = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let at = |field: &str| format!("routes[{i}].{field}");
+        let action = match r.action.as_str() {
+            "checkout" => Some(Action::Checkout),
+            "portal" => Some(Action::Portal),
+            "webhook" => Some(Action::Webhook),
+            other => {
+                p.push(problem(
+                    &at("action"),
+                    format!("must be \"checkout\", \"portal\" or \"webhook\", not {other:?}"),
+                ));
+                None
+            }
+        };
+        let status = r.status.unwrap_or(200);
+        if !(200..300).contains(&status) {
+            p.push(problem(&at("status"), "must be a 2xx status"));
+        }
+        let default_mode = match r.default_mode.as_deref() {
+            None => None,
+            Some("payment") => Some(Mode::Payment),
+            Some("subscription") => Some(Mode::Subscription),
+            Some(other) => {
+                p.push(problem(
+                    &at("default_mode"),
+                    format!("must be \"payment\" or \"subscription\", not {other:?}"),
+                ));
+                None
+            }
+        };
+        if default_mode.is_some() && action != Some(Action::Checkout) {
+            p.push(problem(
+                &at("default_mode"),
+                "only applies to checkout routes",
+            ));
+        }
+        if let Some(forward_to) = &r.forward_to {
+            if action != Some(Action::Webhook) {
+                p.push(problem(&at("forward_to"), "only applies to webhook routes"));
+            } else if !forward_to.starts_with('/')
+                || forward_to.parse::<http::uri::PathAndQuery>().is_err()
+            {
+                p.push(problem(
+                    &at("forward_to"),
+                    "must be a path on the app, starting with '/'",
+                ));
+            }
+        }
+        match Route::new(&r.path, action.unwrap_or(Action::Checkout)) {
+            Err(message) => p.push(problem(&at("path"), message)),
+            Ok(route) if routes.iter().any(|other| other.pattern == route.pattern) => p.push(
+                problem(&at("path"), format!("duplicate route {:?}", r.path)),
+            ),
+            Ok(mut route) => {
+                route.status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+                route.default_mode = default_mode;
+                route.forward_to = r.forward_to.clone();
+                routes.push(route);
+            }
+        }
+    }
+    routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "SET" => Some("value".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text, &env) {
+            Ok(_) => Vec::new(),
+            Err(Problems(list)) => list.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let config = Config::parse("", &env).unwrap();
+        assert_eq!(config.server.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(config.server.admin_listen, "0.0.0.0:9901".parse().unwrap());
+        assert_eq!(config.server.max_body_bytes, 65536);
+        assert_eq!(config.server.shutdown_drain, Duration::from_secs(5));
+        assert_eq!(config.server.shutdown_grace, Duration::from_secs(25));
+        assert_eq!(config.server.log_format, LogFormat::Json);
+        assert!(config.server.access_log);
+        assert_eq!(config.upstream.authority.as_str(), "127.0.0.1:3000");
+        assert_eq!(config.upstream.connect_timeout, Duration::from_millis(2000));
+        assert_eq!(config.upstream.read_timeout, None);
+        assert_eq!(config.auth.cookies, ["sb-*-auth-token", "sb-access-token"]);
+        assert_eq!(config.auth.audience.as_deref(), Some("authenticated"));
+        assert_eq!(config.auth.required_claims["role"], "authenticated");
+        assert_eq!(config.stripe.secret_key, None);
+        assert_eq!(config.stripe.max_retries, 2);
+        assert!(matches!(config.customers.source, CustomerSource::Stripe));
+        assert_eq!(config.customers.cache_capacity, 100_000);
+        let paths: Vec<_> = config.routes.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/api/stripe/create-checkout",
+                "/api/stripe/create-portal",
+                "/api/stripe/webhook"
+            ]
+        );
+        assert_eq!(
+            config.routes[2].forward_to.as_deref(),
+            Some("/api/stripe/webhook")
+        );
+    }
+
+    #[test]
+    fn interpolation_reads_the_environment() {
+        assert_eq!(expand("a${SET}b", &env).unwrap(), "avalueb");
+        assert_eq!(expand("${UNSET:-fallback}", &env).unwrap(), "fallback");
+        assert_eq!(expand("${EMPTY:-fallback}", &env).unwrap(), "fallback");
+        assert_eq!(expand("${UNSET:-}", &env).unwrap(), "");
+        assert_eq!(expand("${EMPTY}", &env).unwrap(), "");
+        assert_eq!(expand("$SET {x}", &env).unwrap(), "$SET {x}");
+        assert!(expand("${UNSET}", &env)
+            .unwrap_err()
+            .contains("UNSET is not set"));
+        assert!(expand("${SET", &env).is_err());
+        assert!(expand("${1BAD}", &env).is_err());
+    }
+
+    #[test]
+    fn unset_variable_names_key_and_variable() {
+        let found = problems("[stripe]\nwebhook_secrets = [\"ok\", \"${NOPE}\"]\n");
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with("stripe.webhook_secrets[1]: environment variable NOPE"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_together() {
+        let text = r#"
+            typo_section = 1
+            [server]
+            listen = "nowhere"
+            lisen = "x"
+            log_format = "xml"
+            max_body_bytes = 0
+            [upstream]
+            url = "http://app:3000/prefix"
+            connect_timeout_ms = "fast"
+            [auth]
+            header = "bad header"
+            cookies = ["a*b*c"]
+            jwks_url = "ftp://keys"
+            user_id_claim = ""
+            [[auth.api_keys]]
+            name = "backend"
+            sha256 = "abc"
+            actions = ["refund"]
+            [[auth.api_keys]]
+            name = "backend"
+            sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+            actions = []
+            [stripe]
+            secret_key = "pk_live_oops"
+            api_base = "not a url"
+            timeout_ms = 0
+            [checkout]
+            allowed_redirect_origins = ["https://ok.com", "https://bad.com/path", "javascript:alert(1)"]
+            [customers]
+            source = "http"
+            customer_id_pointer = "customerId"
+            lookup_headers = { "bad header" = "x" }
+            [[routes]]
+            path = "/a"
+            action = "refund"
+            [[routes]]
+            path = "/b"
+            action = "portal"
+            default_mode = "payment"
+            forward_to = "/x"
+            status = 404
+            [[routes]]
+            path = "no-slash"
+            action = "checkout"
+            [[routes]]
+            path = "/b"
+            action = "checkout"
+            extra = true
+        "#;
+        let found = problems(text);
+        let expected = [
+            "typo_section: unknown section",
+            "server.lisen: unknown key",
+            "upstream.connect_timeout_ms: invalid type",
+            "routes[3].extra: unknown key",
+            "server.listen: not an address",
+            "server.log_format: must be \"json\" or \"text\"",
+            "server.max_body_bytes: must be greater than 0",
+            "upstream.url: not an app address",
+            "auth.header: not a header name",
+            "auth.cookies[0]: not a cookie name",
+            "auth.jwks_url: not an http(s) URL",
+            "auth.user_id_claim: must not be empty",
+            "auth.api_keys[0].sha256: must be the 64 hex digits",
+            "auth.api_keys[0].actions[0]: must be \"checkout\" or \"portal\"",
+            "auth.api_keys[1].name: duplicate name",
+            "auth.api_keys[1].actions: must name at least one action",
+            "stripe.secret_key: must be a Stripe secret",
+            "stripe.api_base: not an http(s) URL",
+            "stripe.timeout_ms: must be greater than 0",
+            "checkout.allowed_redirect_origins[1]: not an origin",
+            "checkout.allowed_redirect_origins[2]: not an origin",
+            "customers.lookup_url: is required",
+            "customers.lookup_headers.bad header: not a header name",
+            "customers.customer_id_pointer: must be a JSON pointer",
+            "routes[0].action: must be",
+            "routes[1].status: must be a 2xx status",
+            "routes[1].default_mode: only applies to checkout routes",
+            "routes[1].forward_to: only applies to webhook routes",
+            "routes[2].path: must start with '/'",
+            "routes[3].path: duplicate route",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|line| line.starts_with(want)),
+                "missing {want:?} in:\n{}",
+                found.join("\n")
+            );
+        }
+        assert!(
+            !found.iter().any(|line| line.contains("pk_live_oops")),
+            "a secret was echoed"
+        );
+    }
+
+    #[test]
+    fn type_errors_in_one_section_do_not_hide_others() {
+        let found = problems("[server]\naccess_log = \"yes\"\n[stripe]\nmax_retries = -1\n");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("server.access_log: "));
+        assert!(found[1].starts_with("stripe.max_retries: "));
+    }
+
+    #[test]
+    fn secret_key_requires_redirect_origins() {
+        let found = problems("[stripe]\nsecret_key = \"sk_test_1\"\n");
+        assert_eq!(
+            found,
+            ["checkout.allowed_redirect_origins: must list at least one origin (e.g. [\"https://myapp.com\"]) once stripe.secret_key is set"]
+        );
+        assert!(problems(
+            "[stripe]\nsecret_key = \"sk_test_1\"\n[checkout]\nallowed_redirect_origins = [\"https://a.com\"]\n"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn invalid_toml_is_one_problem() {
+        let found = problems("[server\n");
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with("config: not valid TOML"));
+    }
+
+    #[test]
+    fn origins_compare_by_scheme_host_and_effective_port() {
+        let o = |s: &str| Origin::parse(s).unwrap();
+        assert_eq!(o("https://MyApp.com/"), o("https://myapp.com"));
+        assert_eq!(o("https://myapp.com:443"), o("https://myapp.com"));
+        assert_eq!(o("http://myapp.com:80"), o("http://myapp.com"));
+        assert_ne!(o("http://myapp.com"), o("https://myapp.com"));
+        assert_ne!(o("https://myapp.com:8443"), o("https://myapp.com"));
+        assert_ne!(o("https://app.myapp.com"), o("https://myapp.com"));
+        for bad in [
+            "myapp.com",
+            "https://myapp.com/path",
+            "https://user@myapp.com",
+            "https://myapp.com?x",
+            "https://myapp.com#x",
+            "ftp://myapp.com",
+            "javascript:alert(1)",
+            "",
+        ] {
+            assert!(Origin::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn redacted_output_hides_every_secret() {
+        let raw = RawConfig::parse(
+            r#"
+            [auth]
+            hs256_secret = "jwt-secret-1"
+            [stripe]
+            secret_key = "sk_live_secret2"
+            webhook_secrets = ["whsec_3", ""]
+            [customers]
+            lookup_headers = { authorization = "Bearer token4" }
+            "#,
+            &env,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let shown = raw.redacted_toml();
+        for secret in ["jwt-secret-1", "sk_live_secret2", "whsec_3", "token4"] {
+            assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+        }
+        assert!(shown.contains("<redacted>"));
+        // The printed configuration is itself a valid configuration.
+        let mut problems = Vec::new();
+        RawConfig::parse(&shown, &env, &mut problems).unwrap();
+        assert!(problems.is_empty(), "{problems:?}\n{shown}");
+    }
+}

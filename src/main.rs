@@ -1,0 +1,79 @@
+//! The `stripe-sidecar` binary: parse arguments, load the configuration,
+//! start logging, run the server, and turn the outcome into an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use stripe_sidecar::{config::Config, logging, Server};
+
+/// A reverse-proxy sidecar that answers Stripe checkout, portal and webhook
+/// routes for the app behind it and proxies everything else.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// The configuration file.
+    #[arg(long, env = "STRIPE_SIDECAR_CONFIG", default_value = "config.toml")]
+    config: PathBuf,
+    /// Validate the configuration, print it with secrets redacted, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let text = match std::fs::read_to_string(&args.config) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("{}: cannot read: {error}", args.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::from_toml(&text) {
+        Ok(config) => config,
+        Err(problems) => {
+            eprint!("{problems}");
+            eprintln!(
+                "{}: {} problem(s); nothing started",
+                args.config.display(),
+                problems.0.len()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        print!("{}", config.raw.redacted_toml());
+        eprintln!("{}: ok", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    logging::init(config.server.log_format);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.server.worker_threads > 0 {
+        runtime.worker_threads(config.server.worker_threads);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::bind(config).await {
+            Ok(server) => server,
+            Err(error) => {
+                tracing::error!(%error, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        let signals = match stripe_sidecar::server::signal_listener() {
+            Ok(signals) => signals,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for signals");
+                return ExitCode::FAILURE;
+            }
+        };
+        server.run(signals).await;
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,322 @@
+//! The route table: which requests the sidecar answers itself.
+//!
+//! A request path is normalized once (unreserved characters percent-decoded,
+//! other escapes upper-cased, empty segments dropped, dot segments resolved,
+//! as RFC 3986 section 6.2.2 describes) and matched against the configured
+//! routes, so `/api/%73tripe//x/../create-checkout` can never slip past a
+//! local route to the app. Everything that does not match is proxied with
+//! its original bytes; this module never rewrites a path. Hand-written
+//! because the normalization must be exactly this one: URL libraries either
+//! keep empty segments or decode reserved characters.
+
+use http::Method;
+
+/// What a local route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Checkout,
+    Portal,
+    Webhook,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Checkout => "checkout",
+            Action::Portal => "portal",
+            Action::Webhook => "webhook",
+        }
+    }
+}
+
+/// Checkout mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Payment,
+    Subscription,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    /// `{name}`: any one segment, its value kept under `name`.
+    Param(String),
+}
+
+/// One configured local route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// As configured, for logs and `--check`.
+    pub path: String,
+    pub pattern: Vec<Segment>,
+    pub action: Action,
+    pub status: http::StatusCode,
+    pub default_mode: Option<Mode>,
+    pub forward_to: Option<String>,
+}
+
+impl Route {
+    /// Compiles a configured path such as `/teams/{teamId}/checkout`.
+    pub fn new(path: &str, action: Action) -> Result<Route, String> {
+        if !path.starts_with('/') {
+            return Err(format!("must start with '/': {path:?}"));
+        }
+        if path.contains(['?', '#']) || path.parse::<http::uri::PathAndQuery>().is_err() {
+            return Err(format!("not a valid path: {path:?}"));
+        }
+        let mut pattern = Vec::new();
+        for segment in normalize(path) {
+            if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                let valid =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return Err(format!("not a valid {{name}} segment: {segment:?}"));
+                }
+                if pattern.contains(&Segment::Param(name.to_string())) {
+                    return Err(format!("{{{name}}} appears twice"));
+                }
+                pattern.push(Segment::Param(name.to_string()));
+            } else if segment.contains(['{', '}']) {
+                return Err(format!("a {{name}} must be a whole segment: {segment:?}"));
+            } else {
+                pattern.push(Segment::Literal(segment));
+            }
+        }
+        Ok(Route {
+            path: path.to_string(),
+            pattern,
+            action,
+            status: http::StatusCode::OK,
+            default_mode: None,
+            forward_to: None,
+        })
+    }
+
+    /// The path parameters when `segments` match this route.
+    fn params(&self, segments: &[String]) -> Option<Vec<(String, String)>> {
+        if segments.len() != self.pattern.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (pattern, segment) in self.pattern.iter().zip(segments) {
+            match pattern {
+                Segment::Literal(literal) if literal == segment => {}
+                Segment::Literal(_) => return None,
+                Segment::Param(name) => params.push((name.clone(), decode_all(segment))),
+            }
+        }
+        Some(params)
+    }
+}
+
+/// The result of looking a request up.
+#[derive(Debug)]
+pub enum Match<'a> {
+    Local {
+        route: &'a Route,
+        params: Vec<(String, String)>,
+    },
+    /// A local route path with another method: 405 with `Allow: POST`.
+    WrongMethod {
+        route: &'a Route,
+    },
+    Proxy,
+}
+
+/// Local routes are all answered to `POST`.
+pub const ALLOW: &str = "POST";
+
+/// The compiled routes, matched in configuration order.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn new(routes: Vec<Route>) -> RouteTable {
+        RouteTable { routes }
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn find(&self, method: &Method, path: &str) -> Match<'_> {
+        let segments = normalize(path);
+        for route in &self.routes {
+            if let Some(params) = route.params(&segments) {
+                if method == Method::POST {
+                    return Match::Local { route, params };
+                }
+                return Match::WrongMethod { route };
+            }
+        }
+        Match::Proxy
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Normalizes a request path into its segments (see the module doc).
+pub fn normalize(path: &str) -> Vec<String> {
+    let mut segments: Vec<String> = Vec::new();
+    for raw in path.split('/') {
+        let segment = normalize_escapes(raw);
+        match segment.as_str() {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(segment),
+        }
+    }
+    segments
+}
+
+/// Decodes escaped unreserved characters and upper-cases the other escapes.
+fn normalize_escapes(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = String::with_capacity(segment.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                let decoded = hi << 4 | lo;
+                if is_unreserved(decoded) {
+                    out.push(decoded as char);
+                } else {
+                    out.push('%');
+                    out.push(bytes[i + 1].to_ascii_uppercase() as char);
+                    out.push(bytes[i + 2].to_ascii_uppercase() as char);
+                }
+                i += 3;
+                continue;
+            }
+        }
+        // Request paths are ASCII (hyper rejects others), so byte = char;
+        // config paths may not be, so copy the whole char.
+        let ch = segment[i..].chars().next().expect("in bounds");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// Fully percent-decodes a path parameter value for use as metadata.
+fn decode_all(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        let mut routes = vec![
+            Route::new("/api/stripe/create-checkout", Action::Checkout).unwrap(),
+            Route::new("/api/stripe/create-portal", Action::Portal).unwrap(),
+            Route::new(
+                "/api/billstack/teams/{teamId}/projects/{projectId}/checkout",
+                Action::Checkout,
+            )
+            .unwrap(),
+        ];
+        routes[2].status = http::StatusCode::CREATED;
+        RouteTable::new(routes)
+    }
+
+    fn action(path: &str) -> Option<Action> {
+        match table().find(&Method::POST, path) {
+            Match::Local { route, .. } => Some(route.action),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn tricky_spellings_of_a_local_route_are_local() {
+        let checkout = Some(Action::Checkout);
+        let cases = [
+            ("/api/stripe/create-checkout", checkout),
+            ("/api/stripe/create-checkout/", checkout),
+            ("/api/stripe//create-checkout", checkout),
+            ("//api///stripe/create-checkout", checkout),
+            ("/api/%73tripe/create-checkout", checkout),
+            ("/api/%73TRIPE/create-checkout", None),
+            ("/%61%70%69/stripe/create%2Dcheckout", checkout),
+            ("/api/x/../stripe/create-checkout", checkout),
+            ("/api/./stripe/./create-checkout", checkout),
+            ("/api/x/%2E%2E/stripe/create-checkout", checkout),
+            ("/api/x/%2e%2e/stripe/create-checkout", checkout),
+            ("/../../api/stripe/create-checkout", checkout),
+            ("/api/stripe/create-checkout/x/..", checkout),
+            ("/api/stripe/create-portal", Some(Action::Portal)),
+            // Not the route: proxied untouched.
+            ("/api/stripe%2Fcreate-checkout", None),
+            ("/api/stripe/create-checkout%00", None),
+            ("/API/stripe/create-checkout", None),
+            ("/api/stripe/create-checkout.json", None),
+            ("/api/stripe/create-checkoutx", None),
+            ("/api/stripe", None),
+            ("/", None),
+            ("*", None),
+            ("/api/stripe/create-checkout/extra", None),
+            ("/api/stripe/create-checkout%", None),
+            ("/api/stripe/create-checkout%2", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(action(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn other_methods_get_405_with_allow() {
+        for method in [Method::GET, Method::PUT, Method::OPTIONS, Method::HEAD] {
+            assert!(matches!(
+                table().find(&method, "/api/stripe//create-portal"),
+                Match::WrongMethod { .. }
+            ));
+        }
+        assert!(matches!(table().find(&Method::GET, "/other"), Match::Proxy));
+    }
+
+    #[test]
+    fn path_parameters_are_captured_decoded() {
+        let table = table();
+        let Match::Local { route, params } = table.find(
+            &Method::POST,
+            "/api/billstack/teams/t%20one/projects/p_2/checkout",
+        ) else {
+            panic!("no match")
+        };
+        assert_eq!(route.status, http::StatusCode::CREATED);
+        assert_eq!(
+            params,
+            [
+                ("teamId".to_string(), "t one".to_string()),
+                ("projectId".to_string(), "p_2".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_route_paths_are_rejected() {
+        for bad in [
+            "no-slash",
+            "/a/{}",
+            "/a/{x}/{x}",
+            "/a/b{x}",
+            "/a?b",
+            "/a/{x-y}",
+        ] {
+            assert!(Route::new(bad, Action::Checkout).is_err(), "{bad}");
+        }
+    }
+}
