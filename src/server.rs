@@ -23,8 +23,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,10 @@ use crate::routes::{Match, RouteTable, ALLOW};
 use crate::{billing, Body, BoxError};
 
 /// Request line and headers accepted, in all: Supabase session cookies are
-/// large. Beyond this a client gets 431.
+/// large. Beyond this a client gets 431. Clients speak HTTP/1.1 (or 1.0)
+/// to the sidecar, as to nginx by default: hyper-util's HTTP/1 + h2c
+/// builder cannot bound the header size of a request that arrives in one
+/// read, and h2c from a browser does not exist.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Time a client has to send a request's headers (slow-loris bound).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -142,6 +145,11 @@ impl Server {
         } = self;
         let stop = CancellationToken::new();
         let connections = TaskTracker::new();
+        let address = |l: &TcpListener| {
+            l.local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string())
+        };
+        let (listen, admin_listen) = (address(&listener), address(&admin));
 
         let app_state = state.clone();
         let app = tokio::spawn(serve(
@@ -170,8 +178,8 @@ impl Server {
         ));
         state.ready.store(true, Ordering::SeqCst);
         tracing::info!(
-            listen = %state.config.server.listen,
-            admin_listen = %state.config.server.admin_listen,
+            listen,
+            admin_listen,
             upstream = %state.config.upstream.authority,
             "stripe-sidecar ready"
         );
@@ -220,17 +228,12 @@ async fn serve<M, S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
+        .max_header_size(MAX_HEADER_BYTES)
         .max_buf_size(MAX_HEADER_BYTES + 4096)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
-        .http2()
-        .max_header_list_size(MAX_HEADER_BYTES as u32)
-        .timer(TokioTimer::new());
-    let builder = Arc::new(builder);
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -246,10 +249,11 @@ async fn serve<M, S>(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(make_service(peer));
-        let builder = builder.clone();
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
         let stop = stop.clone();
         connections.spawn(async move {
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
@@ -259,7 +263,7 @@ async fn serve<M, S>(
                 }
             };
             if let Err(error) = result {
-                tracing::debug!(%peer, error, "connection ended with an error");
+                tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });
     }

@@ -1,0 +1,355 @@
+//! Proxying, end to end: what the app receives, what the client gets back,
+//! streaming both ways, SSE, WebSocket, timeouts, failures, limits, and the
+//! local routes that must never reach the app.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::app::FakeApp;
+use crate::support::raw;
+use crate::support::sidecar::Sidecar;
+
+async fn setup() -> (FakeApp, Sidecar) {
+    let app = FakeApp::start().await;
+    let sidecar = Sidecar::builder(&app.url()).start().await;
+    (app, sidecar)
+}
+
+/// The request the app saw, from its `/echo` reply.
+fn echoed_header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pair| pair[0] == name)
+        .map(|pair| pair[1].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn request_line_goes_to_the_app_byte_for_byte() {
+    let (app, sidecar) = setup().await;
+    for target in [
+        "/echo",
+        "/echo//a/../b?q=%2F&x",
+        "/echo/%73tripe/./x?a=1&a=2&empty=",
+        "/echo/api/stripe/create-checkout",
+        "/echo?%zz=%%",
+    ] {
+        let response = raw::request(sidecar.addr, "PUT", target, "").await;
+        assert_eq!(response.status, 200, "{target}");
+        let echo = response.json();
+        assert_eq!(echo["uri"], target);
+        assert_eq!(echo["method"], "PUT");
+    }
+    assert_eq!(app.requests(), 5);
+}
+
+#[tokio::test]
+async fn headers_are_rewritten_as_a_proxy_should() {
+    let (_app, sidecar) = setup().await;
+    let response = raw::request(
+        sidecar.addr,
+        "GET",
+        "/echo",
+        "X-Forwarded-For: 203.0.113.9\r\n\
+         X-Forwarded-Proto: spoofed\r\n\
+         X-Forwarded-Host: evil.example\r\n\
+         Connection: close, X-Hop\r\n\
+         X-Hop: secret\r\n\
+         Keep-Alive: timeout=5\r\n\
+         Proxy-Authorization: Basic abc\r\n\
+         TE: trailers\r\n\
+         Upgrade: h2c\r\n\
+         Cookie: sb-x-auth-token=abc\r\n\
+         X-Custom: kept\r\n",
+    )
+    .await;
+    let echo = response.json();
+    assert_eq!(echoed_header(&echo, "host"), ["test.local"]);
+    assert_eq!(
+        echoed_header(&echo, "x-forwarded-for"),
+        ["203.0.113.9, 127.0.0.1"]
+    );
+    assert_eq!(echoed_header(&echo, "x-forwarded-proto"), ["http"]);
+    assert_eq!(echoed_header(&echo, "x-forwarded-host"), ["test.local"]);
+    assert_eq!(echoed_header(&echo, "cookie"), ["sb-x-auth-token=abc"]);
+    assert_eq!(echoed_header(&echo, "x-custom"), ["kept"]);
+    for hop in [
+        "x-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "upgrade",
+    ] {
+        assert!(
+            echoed_header(&echo, hop).is_empty(),
+            "{hop} reached the app"
+        );
+    }
+    let request_id = echoed_header(&echo, "x-request-id");
+    assert_eq!(request_id.len(), 1);
+    assert_eq!(request_id[0].len(), 36, "a generated UUID: {request_id:?}");
+}
+
+#[tokio::test]
+async fn a_given_request_id_is_passed_on() {
+    let (_app, sidecar) = setup().await;
+    let response = raw::request(sidecar.addr, "GET", "/echo", "X-Request-Id: abc-123\r\n").await;
+    assert_eq!(echoed_header(&response.json(), "x-request-id"), ["abc-123"]);
+}
+
+#[tokio::test]
+async fn app_responses_pass_unchanged() {
+    let (_app, sidecar) = setup().await;
+    let response = raw::request(sidecar.addr, "GET", "/echo", "").await;
+    let cookies: Vec<_> = response
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "set-cookie")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(cookies, ["a=1; Path=/", "b=2"]);
+    assert_eq!(response.header("x-app"), Some("echo"));
+    for status in [201, 404, 500, 503] {
+        let response = raw::request(sidecar.addr, "GET", &format!("/status/{status}"), "").await;
+        assert_eq!(response.status, status);
+        assert_eq!(response.body, format!("app says {status}"));
+    }
+}
+
+#[tokio::test]
+async fn local_routes_are_answered_locally_however_spelled() {
+    let (app, sidecar) = setup().await;
+    for target in [
+        "/api/stripe/create-checkout",
+        "/api/stripe//create-checkout",
+        "/api/%73tripe/create-checkout",
+        "/api/x/../stripe/create-checkout",
+        "/api/stripe/create-checkout/?next=/x",
+        "/api/stripe/create-portal",
+        "/api/stripe/webhook",
+    ] {
+        let response = raw::request(sidecar.addr, "POST", target, "").await;
+        assert_eq!(response.status, 503, "{target}");
+        assert_eq!(
+            response.json(),
+            serde_json::json!({"error": "Billing is not configured"})
+        );
+    }
+    let response = raw::request(sidecar.addr, "GET", "/api/stripe/./create-checkout", "").await;
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("allow"), Some("POST"));
+    assert_eq!(app.requests(), 0, "a local route reached the app");
+}
+
+#[tokio::test]
+async fn configured_routes_replace_the_defaults() {
+    let app = FakeApp::start().await;
+    let sidecar = Sidecar::builder(&app.url())
+        .raw(
+            "[[routes]]\n\
+             path = \"/api/billstack/teams/{teamId}/projects/{projectId}/checkout\"\n\
+             action = \"checkout\"\nstatus = 201\ndefault_mode = \"subscription\"\n",
+        )
+        .start()
+        .await;
+    let local = raw::request(
+        sidecar.addr,
+        "POST",
+        "/api/billstack/teams/t1/projects/p1/checkout",
+        "",
+    )
+    .await;
+    assert_eq!(local.status, 503);
+    let proxied = raw::request(sidecar.addr, "POST", "/api/stripe/create-checkout", "").await;
+    assert_eq!(
+        proxied.status, 404,
+        "the default route is gone: proxied to the app"
+    );
+    assert_eq!(proxied.body, "not found");
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways() {
+    let (_app, sidecar) = setup().await;
+    const SIZE: usize = 64 * 1024 * 1024;
+    let pattern = |i: usize| (i % 251) as u8;
+    // Upload: a streamed body of SIZE bytes, in 1 MiB chunks.
+    let chunks = futures_util::stream::iter((0..SIZE / (1 << 20)).map(move |c| {
+        let chunk: Vec<u8> = (c << 20..(c + 1) << 20).map(pattern).collect();
+        Ok::<_, std::io::Error>(chunk)
+    }));
+    let client = reqwest::Client::new();
+    let response = client
+        .post(sidecar.url("/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    let reply: serde_json::Value =
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    let sum = (0..SIZE).map(|i| pattern(i) as u64).sum::<u64>();
+    assert_eq!(reply["bytes"], SIZE as u64);
+    assert_eq!(reply["sum"], sum);
+
+    // Download: checked as it streams, never held whole.
+    let mut response = client
+        .get(sidecar.url(&format!("/download?bytes={SIZE}")))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = 0usize;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        for (offset, byte) in chunk.iter().enumerate() {
+            assert_eq!(*byte, pattern(seen + offset), "byte {}", seen + offset);
+        }
+        seen += chunk.len();
+    }
+    assert_eq!(seen, SIZE);
+}
+
+#[tokio::test]
+async fn server_sent_events_arrive_one_by_one() {
+    let (_app, sidecar) = setup().await;
+    let started = Instant::now();
+    let mut response = reqwest::get(sidecar.url("/sse?events=3&interval_ms=700"))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let first = response.chunk().await.unwrap().unwrap();
+    let first_at = started.elapsed();
+    assert_eq!(&first[..], b"data: event 0\n\n");
+    let mut rest = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    assert_eq!(rest, b"data: event 1\n\ndata: event 2\n\n");
+    // The whole stream takes 1.4 s; the first event must not wait for it.
+    assert!(
+        first_at < started.elapsed() / 2,
+        "first event at {first_at:?}, end at {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn websockets_are_tunnelled() {
+    let (_app, sidecar) = setup().await;
+    let (mut socket, response) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", sidecar.addr))
+            .await
+            .expect("upgrade through the sidecar");
+    assert_eq!(response.status(), 101);
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::text("hello")
+    );
+    for text in ["one", "two"] {
+        socket.send(Message::text(text)).await.unwrap();
+        assert_eq!(socket.next().await.unwrap().unwrap(), Message::text(text));
+    }
+    socket
+        .send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
+    socket.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_to_the_app_are_reused() {
+    let (app, sidecar) = setup().await;
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        let response = client.get(sidecar.url("/echo")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    assert_eq!(app.requests(), 20);
+    assert_eq!(
+        app.connections(),
+        1,
+        "sequential requests share one pooled connection"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_app_gets_504_after_read_timeout() {
+    let app = FakeApp::start().await;
+    let sidecar = Sidecar::builder(&app.url())
+        .set("upstream", "read_timeout_ms = 200")
+        .start()
+        .await;
+    let started = Instant::now();
+    let response = raw::request(sidecar.addr, "GET", "/slow?ms=3000", "").await;
+    assert_eq!(response.status, 504);
+    assert_eq!(response.json()["error"], "The app did not answer in time");
+    assert!(started.elapsed() < Duration::from_millis(2500));
+    let fast = raw::request(sidecar.addr, "GET", "/slow?ms=0", "").await;
+    assert_eq!(fast.status, 200);
+    assert_eq!(fast.body, "slow done");
+}
+
+#[tokio::test]
+async fn an_unreachable_app_gets_502_and_is_counted() {
+    let app = FakeApp::start().await;
+    let url = app.url();
+    drop(app);
+    let sidecar = Sidecar::builder(&url).start().await;
+    let response = raw::request(sidecar.addr, "GET", "/echo", "").await;
+    assert_eq!(response.status, 502);
+    assert_eq!(response.json()["error"], "The app is unavailable");
+    let metrics = reqwest::get(sidecar.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("stripe_sidecar_upstream_errors_total{kind=\"connect\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("stripe_sidecar_requests_total{action=\"proxy\",status=\"502\"} 1"));
+}
+
+#[tokio::test]
+async fn large_headers_are_accepted_up_to_64_kib() {
+    let (_app, sidecar) = setup().await;
+    let cookie = format!("sb-ref-auth-token={}", "a".repeat(60 * 1024));
+    let response = raw::request(
+        sidecar.addr,
+        "GET",
+        "/echo",
+        &format!("Cookie: {cookie}\r\n"),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(echoed_header(&response.json(), "cookie"), [cookie.as_str()]);
+
+    let huge = format!("Cookie: x={}\r\n", "a".repeat(100 * 1024));
+    let response = raw::request(sidecar.addr, "GET", "/echo", &huge).await;
+    assert_eq!(response.status, 431);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_and_others_are_unaffected() {
+    let (app, sidecar) = setup().await;
+    for bad in [
+        &b"GET /echo HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n"[..],
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"GET /ec ho HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    ] {
+        let response = raw::send(sidecar.addr, bad).await;
+        assert_eq!(response.status, 400, "{:?}", String::from_utf8_lossy(bad));
+    }
+    assert_eq!(app.requests(), 0);
+    let good = raw::request(sidecar.addr, "GET", "/echo", "").await;
+    assert_eq!(good.status, 200);
+}

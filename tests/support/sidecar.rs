@@ -1,0 +1,237 @@
+//! Starting the real sidecar server for a test: in-process on 127.0.0.1:0
+//! (the default), or as the release binary in a child process for the
+//! command-line, log and signal tests.
+//!
+//! A test reads as its scenario:
+//! `Sidecar::builder(&app.url()).set("upstream", "read_timeout_ms = 200").start().await`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use stripe_sidecar::{Config, Server, Signal};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Builds a configuration section by section.
+pub struct Builder {
+    sections: BTreeMap<String, Vec<String>>,
+    tail: String,
+}
+
+impl Builder {
+    /// Adds `line` (a `key = value`) to `[section]`.
+    pub fn set(mut self, section: &str, line: &str) -> Builder {
+        self.sections
+            .entry(section.to_string())
+            .or_default()
+            .push(line.to_string());
+        self
+    }
+
+    /// Appends raw TOML after the sections (for `[[routes]]` and the like).
+    pub fn raw(mut self, toml: &str) -> Builder {
+        self.tail.push_str(toml);
+        self.tail.push('\n');
+        self
+    }
+
+    pub fn toml(&self) -> String {
+        let mut out = String::new();
+        for (section, lines) in &self.sections {
+            out.push_str(&format!("[{section}]\n{}\n\n", lines.join("\n")));
+        }
+        out + &self.tail
+    }
+
+    /// Starts the server in this process.
+    pub async fn start(self) -> Sidecar {
+        let config = Config::from_toml(&self.toml()).expect("test config is valid");
+        let server = Server::bind(config).await.expect("bind");
+        let addr = server.local_addr();
+        let admin = server.admin_addr();
+        let (stop, stopped) = oneshot::channel::<Signal>();
+        let task =
+            tokio::spawn(server.run(async move { stopped.await.unwrap_or(Signal::Interrupt) }));
+        Sidecar {
+            addr,
+            admin,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Starts the release binary with this configuration in a child process.
+    pub fn spawn(self) -> Process {
+        Process::spawn(&self.toml(), &[])
+    }
+}
+
+/// A sidecar server running in this process.
+pub struct Sidecar {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<Signal>>,
+    task: JoinHandle<()>,
+}
+
+impl Sidecar {
+    /// A config listening on 127.0.0.1:0 (both ports) in front of `upstream`.
+    pub fn builder(upstream: &str) -> Builder {
+        Builder {
+            sections: BTreeMap::new(),
+            tail: String::new(),
+        }
+        .set("server", "listen = \"127.0.0.1:0\"")
+        .set("server", "admin_listen = \"127.0.0.1:0\"")
+        .set("upstream", &format!("url = \"{upstream}\""))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Signals the server and waits for `run` to return.
+    pub async fn stop(mut self, signal: Signal) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(signal);
+        }
+        (&mut self.task).await.expect("server task");
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The release binary, running.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    /// Every stdout line after the "ready" line, as it comes.
+    pub lines: mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_stripe-sidecar"))
+}
+
+impl Process {
+    /// Runs the binary with `config` and `args`, and waits for its ready
+    /// line to learn the ports it bound.
+    pub fn spawn(config: &str, args: &[&str]) -> Process {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut child = Command::new(binary())
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the binary");
+        let lines = read_lines(child.stdout.take().expect("stdout"));
+        let ready = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the binary logs a ready line");
+            let json: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            if json["message"] == "stripe-sidecar ready" {
+                break json;
+            }
+        };
+        let address = |key: &str| ready[key].as_str().unwrap().parse().unwrap();
+        Process {
+            addr: address("listen"),
+            admin: address("admin_listen"),
+            child,
+            lines,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Sends `signal` (e.g. "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The next stdout line, waiting at most `limit`.
+    pub fn next_line(&self, limit: Duration) -> Option<String> {
+        self.lines.recv_timeout(limit).ok()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receive
+}
+
+/// Polls `check` until it holds, failing after `limit` (tests never sleep
+/// to wait for something).
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

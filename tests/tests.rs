@@ -1,0 +1,9 @@
+//! The end-to-end tests: one test binary (so it links once) listing its
+//! modules, each a group of scenarios against the real server in front of
+//! the fake app in `support/`.
+
+mod support;
+
+mod admin;
+mod binary;
+mod proxy;
