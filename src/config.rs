@@ -281,9 +281,7 @@ impl RawConfig {
                 message: format!("not valid TOML: {}", e.message().trim()),
             }])
         })?;
-        for (key, value) in table.iter_mut() {
-            interpolate(value, key, env, problems);
-        }
+        interpolate_table(&mut table, None, env, problems);
         let mut raw = RawConfig::default();
         for (key, value) in table {
             match key.as_str() {
@@ -416,29 +414,44 @@ fn key_of(path: &serde_ignored::Path<'_>) -> String {
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}` in every string under `value`.
+/// A table key whose value cannot be expanded is dropped (its default
+/// applies), so the one problem is not followed by others it caused.
 fn interpolate(
     value: &mut toml::Value,
     key: &str,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<Problem>,
-) {
+) -> bool {
     match value {
         toml::Value::String(s) => match expand(s, env) {
             Ok(expanded) => *s = expanded,
-            Err(message) => problems.push(problem(key, message)),
+            Err(message) => {
+                problems.push(problem(key, message));
+                s.clear();
+                return false;
+            }
         },
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 interpolate(item, &format!("{key}[{i}]"), env, problems);
             }
         }
-        toml::Value::Table(table) => {
-            for (k, item) in table.iter_mut() {
-                interpolate(item, &format!("{key}.{k}"), env, problems);
-            }
-        }
+        toml::Value::Table(table) => interpolate_table(table, Some(key), env, problems),
         _ => {}
     }
+    true
+}
+
+fn interpolate_table(
+    table: &mut toml::Table,
+    parent: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) {
+    table.retain(|k, item| {
+        let key = parent.map_or_else(|| k.to_string(), |parent| format!("{parent}.{k}"));
+        interpolate(item, &key, env, problems)
+    });
 }
 
 /// Expands one string. `${VAR:-default}` uses the default when `VAR` is unset
@@ -792,18 +805,11 @@ fn validate_auth(raw: &RawAuth, p: &mut Vec<Problem>) -> Auth {
         }
     }
     let jwks_url = non_empty(&raw.jwks_url).and_then(|u| http_url(&u, "auth.jwks_url", p));
-    let mut required_claims = serde_json::Map::new();
-    for (name, value) in &raw.required_claims {
-        match serde_json::to_value(value) {
-            Ok(json) => {
-                required_claims.insert(name.clone(), json);
-            }
-            Err(_) => p.push(problem(
-                &format!("auth.required_claims.{name}"),
-                "must be a string, number, boolean or array",
-            )),
-        }
-    }
+    let required_claims = raw
+        .required_claims
+        .iter()
+        .map(|(name, value)| (name.clone(), toml_to_json(value)))
+        .collect();
     positive(raw.jwks_refresh_seconds, "auth.jwks_refresh_seconds", p);
     if raw.user_id_claim.is_empty() {
         p.push(problem("auth.user_id_claim", "must not be empty"));
@@ -860,6 +866,23 @@ fn validate_auth(raw: &RawAuth, p: &mut Vec<Problem>) -> Auth {
         user_id_claim: raw.user_id_claim.clone(),
         email_claim: raw.email_claim.clone(),
         api_keys,
+    }
+}
+
+/// A TOML value as JSON, for comparing with token claims (dates as strings).
+fn toml_to_json(value: &toml::Value) -> serde_json::Value {
+    match value {
+        toml::Value::String(s) => s.clone().into(),
+        toml::Value::Integer(i) => (*i).into(),
+        toml::Value::Float(f) => (*f).into(),
+        toml::Value::Boolean(b) => (*b).into(),
+        toml::Value::Datetime(d) => d.to_string().into(),
+        toml::Value::Array(items) => items.iter().map(toml_to_json).collect(),
+        toml::Value::Table(table) => table
+            .iter()
+            .map(|(k, v)| (k.clone(), toml_to_json(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
     }
 }
 
@@ -1255,6 +1278,69 @@ mod tests {
             !found.iter().any(|line| line.contains("pk_live_oops")),
             "a secret was echoed"
         );
+    }
+
+    #[test]
+    fn each_rule_names_its_key() {
+        let cases = [
+            ("[server]\nlisten = \"localhost:80\"", "server.listen: not an address"),
+            ("[server]\nadmin_listen = \"0.0.0.0:8080\"", "server.admin_listen: must differ"),
+            ("[server]\nmax_body_bytes = 0", "server.max_body_bytes: must be greater than 0"),
+            ("[server]\nlog_format = \"xml\"", "server.log_format: must be"),
+            ("[server]\nworker_threads = 5000", "server.worker_threads: must be at most 1024"),
+            ("[server]\nshutdown_grace_seconds = -1", "server.shutdown_grace_seconds: invalid value"),
+            ("[upstream]\nurl = \"https://app:443\"", "upstream.url: not an app address"),
+            ("[upstream]\nurl = \"http://app:3000/x\"", "upstream.url: not an app address"),
+            ("[upstream]\nurl = \"http://user@app\"", "upstream.url: not an app address"),
+            ("[upstream]\nconnect_timeout_ms = 0", "upstream.connect_timeout_ms: must be greater than 0"),
+            ("[auth]\nheader = \"a b\"", "auth.header: not a header name"),
+            ("[auth]\ncookies = [\"ok\", \"a;b\"]", "auth.cookies[1]: not a cookie name"),
+            ("[auth]\ncookies = [\"*-*\"]", "auth.cookies[0]: not a cookie name"),
+            ("[auth]\njwks_url = \"keys.json\"", "auth.jwks_url: not an http(s) URL"),
+            ("[auth]\njwks_refresh_seconds = 0", "auth.jwks_refresh_seconds: must be greater than 0"),
+            ("[auth]\nuser_id_claim = \"\"", "auth.user_id_claim: must not be empty"),
+            ("[[auth.api_keys]]\nsha256 = \"%64\"\nactions = [\"portal\"]", "auth.api_keys[0].name: must not be empty"),
+            ("[[auth.api_keys]]\nname = \"k\"\nsha256 = \"zz\"\nactions = [\"portal\"]", "auth.api_keys[0].sha256: must be the 64 hex digits"),
+            ("[[auth.api_keys]]\nname = \"k\"\nsha256 = \"%64\"\nactions = [\"webhook\"]", "auth.api_keys[0].actions[0]: must be"),
+            ("[[auth.api_keys]]\nname = \"k\"\nsha256 = \"%64\"\nactions = []", "auth.api_keys[0].actions: must name at least one action"),
+            ("[stripe]\nsecret_key = \"pk_test_x\"\n[checkout]\nallowed_redirect_origins = [\"https://a.com\"]", "stripe.secret_key: must be a Stripe secret"),
+            ("[stripe]\napi_base = \"localhost:12111\"", "stripe.api_base: not an http(s) URL"),
+            ("[stripe]\nwebhook_tolerance_seconds = 0", "stripe.webhook_tolerance_seconds: must be greater than 0"),
+            ("[stripe]\ntimeout_ms = 0", "stripe.timeout_ms: must be greater than 0"),
+            ("[stripe]\nmax_retries = 11", "stripe.max_retries: must be at most 10"),
+            ("[stripe]\nsecret_key = \"sk_test_x\"", "checkout.allowed_redirect_origins: must list at least one origin"),
+            ("[checkout]\nallowed_redirect_origins = [\"https://a.com/x\"]", "checkout.allowed_redirect_origins[0]: not an origin"),
+            ("[checkout]\nprices = { pro = \"\" }", "checkout.prices.pro: must be a Stripe price id"),
+            ("[checkout]\nrequire_sign_in = \"yes\"", "checkout.require_sign_in: invalid type"),
+            ("[customers]\nsource = \"db\"", "customers.source: must be"),
+            ("[customers]\nsource = \"http\"", "customers.lookup_url: is required"),
+            ("[customers]\nsource = \"http\"\nlookup_url = \"/lookup/{userId}\"", "customers.lookup_url: not an http(s) URL"),
+            ("[customers]\nsource = \"http\"\nlookup_url = \"http://a/{userId}\"\nlookup_headers = { x = \"a\\nb\" }", "customers.lookup_headers.x: not a valid header value"),
+            ("[customers]\nsource = \"http\"\nlookup_url = \"http://a/{userId}\"\ncustomer_id_pointer = \"id\"", "customers.customer_id_pointer: must be a JSON pointer"),
+            ("[customers]\nmetadata_key = \"\"", "customers.metadata_key: must be 1 to 40 characters"),
+            ("[customers]\ncache_ttl_seconds = 0", "customers.cache_ttl_seconds: must be greater than 0"),
+            ("[customers]\ncache_capacity = 0", "customers.cache_capacity: must be greater than 0"),
+            ("[[routes]]\npath = \"/a\"\naction = \"refund\"", "routes[0].action: must be"),
+            ("[[routes]]\npath = \"a\"\naction = \"portal\"", "routes[0].path: must start with '/'"),
+            ("[[routes]]\npath = \"/t/{x-y}\"\naction = \"portal\"", "routes[0].path: not a valid {name} segment"),
+            ("[[routes]]\npath = \"/a\"\naction = \"portal\"\nstatus = 302", "routes[0].status: must be a 2xx status"),
+            ("[[routes]]\npath = \"/a\"\naction = \"checkout\"\ndefault_mode = \"setup\"", "routes[0].default_mode: must be"),
+            ("[[routes]]\npath = \"/a\"\naction = \"webhook\"\nforward_to = \"hook\"", "routes[0].forward_to: must be a path on the app"),
+            ("[[routes]]\npath = \"/a\"\naction = \"portal\"\n[[routes]]\npath = \"/a/\"\naction = \"checkout\"", "routes[1].path: duplicate route"),
+            ("[[routes]]\npath = \"/a\"\naction = \"portal\"\nmethod = \"GET\"", "routes[0].method: unknown key"),
+            ("[stripe]\nsecret_key = \"${STRIPE_KEY}\"", "stripe.secret_key: environment variable STRIPE_KEY is not set"),
+            ("[nonsense]\na = 1", "nonsense: unknown section"),
+        ];
+        let sha = "0".repeat(64);
+        for (text, want) in cases {
+            let found = problems(&text.replace("%64", &sha));
+            assert_eq!(found.len(), 1, "{text}\n{found:?}");
+            assert!(
+                found[0].starts_with(want),
+                "{text}\nwant {want}\ngot {}",
+                found[0]
+            );
+        }
     }
 
     #[test]

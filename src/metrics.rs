@@ -73,9 +73,9 @@ impl Metrics {
         let request_duration =
             Family::new_with_constructor(duration_histogram as fn() -> Histogram);
         let stripe_requests = Family::default();
-        let customer_cache = Family::default();
+        let customer_cache: Family<ResultLabel, Counter> = Family::default();
         let auth_rejections = Family::default();
-        let upstream_errors = Family::default();
+        let upstream_errors: Family<KindLabel, Counter> = Family::default();
         registry.register(
             "requests",
             "Requests answered, by action and status",
@@ -108,10 +108,10 @@ impl Metrics {
         );
         // Known label values start at 0, so rates work from the first scrape.
         for result in ["hit", "miss"] {
-            customer_cache.get_or_create(&ResultLabel { result });
+            customer_cache.get_or_create(&ResultLabel { result }).get();
         }
         for kind in UPSTREAM_ERROR_KINDS {
-            upstream_errors.get_or_create(&KindLabel { kind });
+            upstream_errors.get_or_create(&KindLabel { kind }).get();
         }
         Metrics {
             registry,

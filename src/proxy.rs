@@ -9,8 +9,14 @@
 //! bounded idle pool. This module does not decide *whether* to proxy; the
 //! route table does.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::Frame;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -23,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Upstream;
 use crate::error::Error;
 use crate::metrics::{KindLabel, Metrics};
-use crate::Body;
+use crate::{Body, BoxError};
 
 /// Idle keep-alive connections kept to the app; more are opened under load
 /// and closed when idle.
@@ -98,7 +104,10 @@ impl Proxy {
             });
         }
         strip_hop_by_hop(response.headers_mut(), switching);
-        Ok(response.map(crate::boxed))
+        Ok(match self.read_timeout {
+            Some(limit) => response.map(|body| crate::boxed(IdleTimeout::new(body, limit))),
+            None => response.map(crate::boxed),
+        })
     }
 
     /// Sends a request to the app: the path and query of `request` are kept
@@ -124,6 +133,55 @@ impl Proxy {
             kind: if e.is_connect() { "connect" } else { "request" },
             source: e.into(),
         })
+    }
+}
+
+/// A response body that fails when the app sends nothing for `limit`, as
+/// nginx's `proxy_read_timeout` does between two reads: the client sees the
+/// response cut short instead of waiting forever.
+struct IdleTimeout {
+    inner: Incoming,
+    limit: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimeout {
+    fn new(inner: Incoming, limit: Duration) -> IdleTimeout {
+        IdleTimeout {
+            inner,
+            limit,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+}
+
+impl http_body::Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            let next = tokio::time::Instant::now() + self.limit;
+            self.deadline.as_mut().reset(next);
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(
+                "the app sent nothing for upstream.read_timeout_ms".into(),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -290,7 +348,8 @@ mod tests {
 
     #[test]
     fn forwarded_headers_append_for_and_overwrite_proto_and_host() {
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Headers, &str, &str)] = &[
             (&[("host", "a.com")], "10.1.2.3", "a.com"),
             (
                 &[("host", "a.com"), ("x-forwarded-for", "1.1.1.1")],

@@ -294,6 +294,20 @@ async fn a_slow_app_gets_504_after_read_timeout() {
     let fast = raw::request(sidecar.addr, "GET", "/slow?ms=0", "").await;
     assert_eq!(fast.status, 200);
     assert_eq!(fast.body, "slow done");
+    // The timeout is between reads, as nginx's: a stream that keeps
+    // sending lives on, one that falls silent is cut.
+    let lively = reqwest::get(sidecar.url("/sse?events=4&interval_ms=100"))
+        .await
+        .unwrap();
+    assert_eq!(
+        lively.text().await.unwrap().matches("data: event").count(),
+        4
+    );
+    let silent = reqwest::get(sidecar.url("/sse?events=2&interval_ms=1000"))
+        .await
+        .unwrap();
+    assert_eq!(silent.status(), 200);
+    assert!(silent.text().await.is_err(), "a silent stream must be cut");
 }
 
 #[tokio::test]
