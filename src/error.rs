@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use crate::identity::Rejection;
 use crate::{Body, BoxError};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,9 @@ pub enum Error {
     MethodNotAllowed { allow: &'static str },
     #[error("Billing is not configured")]
     BillingNotConfigured,
+    /// A caller refused by `identity`.
+    #[error("{}", rejection_message(*.0))]
+    Rejected(Rejection),
     /// The app could not be reached or failed mid-request.
     #[error("app unreachable ({kind}): {source}")]
     Upstream {
@@ -43,6 +47,10 @@ impl Error {
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::BillingNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Rejected(Rejection::ActionNotAllowed | Rejection::NeedsApiKey) => {
+                StatusCode::FORBIDDEN
+            }
+            Error::Rejected(_) => StatusCode::UNAUTHORIZED,
             Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -73,6 +81,16 @@ impl Error {
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         response
+    }
+}
+
+fn rejection_message(rejection: Rejection) -> &'static str {
+    match rejection {
+        Rejection::NotSignedIn => "Not signed in",
+        Rejection::UnknownApiKey => "Invalid API key",
+        Rejection::ActionNotAllowed => "This API key is not allowed to call this route",
+        Rejection::NeedsApiKey => "customerId and userId need an API key",
+        _ => "Session is invalid or expired",
     }
 }
 

@@ -4,7 +4,7 @@
 //! A request enters in [`server`], is matched once against the route table
 //! ([`routes`]), and goes either to a local handler ([`billing`]) or to the
 //! app ([`proxy`]); every failure is one [`error::Error`] turned into HTTP
-//! in one place. [`config`] builds the validated configuration everything
+//! in one place. [`identity`] says who is calling. [`config`] builds the validated configuration everything
 //! starts from, [`admin`] serves health and metrics, [`logging`] writes the
 //! JSON lines.
 #![forbid(unsafe_code)]
@@ -13,6 +13,8 @@ pub mod admin;
 pub mod billing;
 pub mod config;
 pub mod error;
+pub mod http_client;
+pub mod identity;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

@@ -24,6 +24,7 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_writer(std::io::stdout);
     let _ = match format {
         LogFormat::Json => builder.event_format(JsonLines).try_init(),
@@ -81,11 +82,6 @@ impl Visit for JsonVisitor<'_> {
             .insert(field.name().into(), format!("{value:?}").into());
     }
 }
-
-/// The verified user a handler served, put in the response's extensions
-/// so the access line can name it.
-#[derive(Debug, Clone)]
-pub struct LoggedUser(pub String);
 
 /// What the access log and the request metrics say of one request.
 pub struct AccessLine<'a> {

@@ -34,7 +34,9 @@ use tower_http::request_id::{MakeRequestUuid, SetRequestIdLayer};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::logging::{AccessLine, LoggedUser};
+use crate::http_client::https_client;
+use crate::identity::Identity;
+use crate::logging::AccessLine;
 use crate::metrics::{ActionLabel, Metrics, RequestLabels};
 use crate::proxy::Proxy;
 use crate::routes::{Match, RouteTable, ALLOW};
@@ -54,6 +56,7 @@ pub struct State {
     pub config: Config,
     pub routes: RouteTable,
     pub proxy: Proxy,
+    pub identity: Identity,
     pub metrics: Metrics,
     ready: AtomicBool,
     /// Upgraded connections (WebSockets), which outlive their request.
@@ -61,11 +64,16 @@ pub struct State {
 }
 
 impl State {
+    /// Builds the state; inside the runtime, as it starts background work
+    /// (the JWKS refresh).
     pub fn new(config: Config) -> State {
+        let metrics = Metrics::new();
+        let client = https_client(config.upstream.connect_timeout);
         State {
             routes: RouteTable::new(config.routes.clone()),
             proxy: Proxy::new(&config.upstream),
-            metrics: Metrics::new(),
+            identity: Identity::new(&config.auth, client, metrics.auth_rejections.clone()),
+            metrics,
             ready: AtomicBool::new(false),
             tunnels: TaskTracker::new(),
             config,
@@ -163,6 +171,9 @@ impl Server {
             stop.clone(),
             connections.clone(),
         ));
+        // The admin port outlives the app port: /healthz answers while the
+        // process runs, through the grace period.
+        let admin_stop = CancellationToken::new();
         let admin_state = state.clone();
         let admin = tokio::spawn(serve(
             admin,
@@ -173,8 +184,8 @@ impl Server {
                     async move { Ok::<_, Infallible>(response) }
                 })
             },
-            stop.clone(),
-            connections.clone(),
+            admin_stop.clone(),
+            TaskTracker::new(),
         ));
         state.ready.store(true, Ordering::SeqCst);
         tracing::info!(
@@ -194,7 +205,7 @@ impl Server {
         tokio::time::sleep(drain).await;
 
         stop.cancel();
-        let _ = tokio::join!(app, admin);
+        let _ = app.await;
         connections.close();
         state.tunnels.close();
         let grace = state.config.server.shutdown_grace;
@@ -202,6 +213,8 @@ impl Server {
             tokio::join!(connections.wait(), state.tunnels.wait())
         })
         .await;
+        admin_stop.cancel();
+        let _ = admin.await;
         match finished {
             Ok(_) => tracing::info!("stopped"),
             Err(_) => tracing::warn!(
@@ -284,10 +297,11 @@ async fn handle(
         .to_owned();
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
+    let mut user_id = None;
     let (action, result) = match state.routes.find(request.method(), request.uri().path()) {
         Match::Local { route, params } => (
             route.action.as_str(),
-            billing::handle(&state, route, params, request).await,
+            billing::handle(&state, route, params, request, &mut user_id).await,
         ),
         Match::WrongMethod { route } => (
             route.action.as_str(),
@@ -304,10 +318,7 @@ async fn handle(
     let response = result.unwrap_or_else(Error::into_response);
     let log = RequestLog {
         status: response.status().as_u16(),
-        user_id: response
-            .extensions()
-            .get::<LoggedUser>()
-            .map(|u| u.0.clone()),
+        user_id,
         state,
         started,
         request_id,

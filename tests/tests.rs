@@ -6,4 +6,5 @@ mod support;
 
 mod admin;
 mod binary;
+mod identity;
 mod proxy;

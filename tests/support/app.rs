@@ -38,6 +38,7 @@ struct Shared {
     connections: AtomicUsize,
     requests: AtomicUsize,
     jwks: Mutex<String>,
+    jwks_fetches: AtomicUsize,
 }
 
 /// A running fake app; dropping it stops the listener and every open HTTP connection.
@@ -58,6 +59,7 @@ impl FakeApp {
             connections: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             jwks: Mutex::new(r#"{"keys":[]}"#.to_string()),
+            jwks_fetches: AtomicUsize::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         FakeApp { addr, shared, task }
@@ -75,6 +77,11 @@ impl FakeApp {
     /// Requests received so far (counted as soon as the head is parsed).
     pub fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// How many times `/jwks.json` was fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        self.shared.jwks_fetches.load(Ordering::SeqCst)
     }
 
     /// Replaces the body served at `/jwks.json`.
@@ -141,6 +148,7 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
             text(StatusCode::OK, "slow done".into())
         }
         "/jwks.json" => {
+            shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
             let body = shared.jwks.lock().unwrap().clone();
             json(body)
         }
