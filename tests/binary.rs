@@ -7,9 +7,9 @@
 //! environment so a variable set on the test machine cannot change them.
 
 use std::future::Future;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -378,12 +378,12 @@ async fn text_log_format_writes_plain_lines() {
     let config = Sidecar::builder(&app.url())
         .set("server", "log_format = \"text\"")
         .toml();
-    let mut sidecar = TextProcess::spawn(&config);
+    let mut sidecar = Process::spawn(&config, &[]);
 
     assert_eq!(get(sidecar.addr, "/echo/text-log", "").await.status, 200);
 
-    sidecar.child_signal("INT");
-    let status = exit_status(&mut sidecar.child, Duration::from_secs(10)).await;
+    sidecar.signal("INT");
+    let status = sidecar.exited(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");
     let lines = remaining_lines(&sidecar.lines);
     let access: Vec<&String> = lines
@@ -391,7 +391,7 @@ async fn text_log_format_writes_plain_lines() {
         .filter(|l| l.contains("/echo/text-log"))
         .collect();
     assert_eq!(access.len(), 1, "one access line:\n{lines:#?}");
-    for line in sidecar.seen.iter().chain(&lines) {
+    for line in sidecar.startup.iter().chain(&lines) {
         assert!(
             serde_json::from_str::<Value>(line).is_err(),
             "JSON line: {line}"
@@ -447,7 +447,7 @@ async fn sigterm_fails_readiness_drains_then_finishes_in_flight_requests() {
 
     let slow = slow.await.unwrap();
     assert_eq!((slow.status, slow.body.as_str()), (200, "slow done"));
-    let status = exit_status(&mut sidecar.child, Duration::from_secs(5)).await;
+    let status = sidecar.exited(Duration::from_secs(5)).await;
     assert!(status.success(), "{status}");
 }
 
@@ -479,9 +479,7 @@ async fn healthz_answers_while_in_flight_requests_finish() {
     );
     assert_eq!(get(sidecar.admin, "/healthz", "").await.status, 200);
     assert_eq!(slow.await.unwrap().status, 200);
-    assert!(exit_status(&mut sidecar.child, Duration::from_secs(5))
-        .await
-        .success());
+    assert!(sidecar.exited(Duration::from_secs(5)).await.success());
 }
 
 #[tokio::test]
@@ -508,7 +506,7 @@ async fn sigint_stops_accepting_at_once_and_finishes_in_flight_requests() {
     );
     let slow = slow.await.unwrap();
     assert_eq!((slow.status, slow.body.as_str()), (200, "slow done"));
-    let status = exit_status(&mut sidecar.child, Duration::from_secs(5)).await;
+    let status = sidecar.exited(Duration::from_secs(5)).await;
     assert!(status.success(), "{status}");
 }
 
@@ -529,7 +527,7 @@ async fn a_request_outliving_the_grace_period_does_not_hold_the_process() {
     let signalled = Instant::now();
     sidecar.signal("TERM");
 
-    let status = exit_status(&mut sidecar.child, Duration::from_secs(4)).await;
+    let status = sidecar.exited(Duration::from_secs(4)).await;
     assert!(status.success(), "{status}");
     assert!(
         signalled.elapsed() >= Duration::from_secs(1),
@@ -682,17 +680,11 @@ where
     }
 }
 
-/// Waits (without blocking the runtime the fake app runs on) for `child` to exit.
-async fn exit_status(child: &mut Child, limit: Duration) -> ExitStatus {
-    eventually(limit, || child.try_wait().expect("wait").is_some()).await;
-    child.try_wait().unwrap().unwrap()
-}
-
 /// Stops the sidecar with SIGINT and returns every stdout line after its
 /// ready line, each of which must be a JSON object.
 async fn stop(mut sidecar: Process) -> Vec<Value> {
     sidecar.signal("INT");
-    let status = exit_status(&mut sidecar.child, Duration::from_secs(10)).await;
+    let status = sidecar.exited(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");
     remaining_lines(&sidecar.lines)
         .iter()
@@ -721,89 +713,4 @@ fn remaining_lines(lines: &mpsc::Receiver<String>) -> Vec<String> {
             Err(mpsc::RecvTimeoutError::Timeout) => panic!("stdout still open after exit"),
         }
     }
-}
-
-/// The binary with `log_format = "text"`, whose ports are read from its
-/// plain-text ready line (`Process` expects JSON).
-struct TextProcess {
-    child: Child,
-    addr: SocketAddr,
-    /// The lines up to and including the ready line.
-    seen: Vec<String>,
-    lines: mpsc::Receiver<String>,
-    _dir: Dir,
-}
-
-impl TextProcess {
-    fn spawn(config: &str) -> TextProcess {
-        let dir = Dir::new();
-        let mut child = Command::new(binary())
-            .arg("--config")
-            .arg(dir.write("config.toml", config))
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the binary");
-        let (send, lines) = mpsc::channel();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut seen = Vec::new();
-        let addr = loop {
-            let line = lines
-                .recv_timeout(Duration::from_secs(20))
-                .expect("the binary logs a ready line");
-            let plain = strip_escapes(&line);
-            seen.push(line);
-            if plain.contains("stripe-sidecar ready") {
-                let value = plain
-                    .split(" listen=")
-                    .nth(1)
-                    .expect("listen= in the ready line");
-                let value = value.split_whitespace().next().unwrap().trim_matches('"');
-                break value.parse().expect("listen address");
-            }
-        };
-        TextProcess {
-            child,
-            addr,
-            seen,
-            lines,
-            _dir: dir,
-        }
-    }
-
-    fn child_signal(&self, signal: &str) {
-        let killed = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-    }
-}
-
-impl Drop for TextProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `line` without terminal escape sequences (`ESC [ ... letter`).
-fn strip_escapes(line: &str) -> String {
-    let mut out = String::new();
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            chars.by_ref().find(|c| c.is_ascii_alphabetic());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

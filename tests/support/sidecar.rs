@@ -119,6 +119,8 @@ pub struct Process {
     pub child: Child,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The stdout lines up to and including the "ready" line.
+    pub startup: Vec<String>,
     /// Every stdout line after the "ready" line, as it comes.
     pub lines: mpsc::Receiver<String>,
     _dir: tempfile::TempDir,
@@ -130,7 +132,7 @@ pub fn binary() -> PathBuf {
 
 impl Process {
     /// Runs the binary with `config` and `args`, and waits for its ready
-    /// line to learn the ports it bound.
+    /// line (JSON or text) to learn the ports it bound.
     pub fn spawn(config: &str, args: &[&str]) -> Process {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("config.toml");
@@ -144,21 +146,24 @@ impl Process {
             .spawn()
             .expect("start the binary");
         let lines = read_lines(child.stdout.take().expect("stdout"));
-        let ready = loop {
+        let mut startup = Vec::new();
+        let (addr, admin) = loop {
             let line = lines
                 .recv_timeout(Duration::from_secs(20))
                 .expect("the binary logs a ready line");
-            let json: serde_json::Value =
-                serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-            if json["message"] == "stripe-sidecar ready" {
-                break json;
+            startup.push(line.clone());
+            if line.contains("stripe-sidecar ready") {
+                break (
+                    ready_field(&line, "listen"),
+                    ready_field(&line, "admin_listen"),
+                );
             }
         };
-        let address = |key: &str| ready[key].as_str().unwrap().parse().unwrap();
         Process {
-            addr: address("listen"),
-            admin: address("admin_listen"),
+            addr,
+            admin,
             child,
+            startup,
             lines,
             _dir: dir,
         }
@@ -182,19 +187,12 @@ impl Process {
         assert!(status.success());
     }
 
-    /// Waits for the process to exit, at most `limit`.
-    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still running after {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// Waits for the process to exit, at most `limit`, without blocking
+    /// the runtime (the fake app may run on it).
+    pub async fn exited(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        eventually(limit, || child.try_wait().expect("wait").is_some()).await;
+        self.child.try_wait().unwrap().unwrap()
     }
 
     /// The next stdout line, waiting at most `limit`.
@@ -208,6 +206,26 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An address from the ready line: `"listen":"127.0.0.1:1"` in JSON,
+/// `listen=127.0.0.1:1` in text (after any colour codes).
+fn ready_field(line: &str, key: &str) -> SocketAddr {
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+        return json[key].as_str().unwrap().parse().unwrap();
+    }
+    let start = line
+        .find(&format!(" {key}"))
+        .unwrap_or_else(|| panic!("{key} in {line:?}"))
+        + key.len()
+        + 1;
+    line[start..]
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} in {line:?}"))
 }
 
 fn read_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
