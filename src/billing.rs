@@ -3,20 +3,31 @@
 //! [`handle`] is the glue: it reads the body (bounded: `max_body_bytes`,
 //! 1 MiB for webhooks) and calls [`answer`], a plain function over
 //! `Request<Bytes>` that tests call without sockets. Every call first
-//! learns who is calling ([`crate::identity`]); the Stripe calls themselves
-//! come with the checkout and portal handlers, until then a caller who gets
-//! that far is told 503 `Billing is not configured`.
+//! learns who is calling ([`crate::identity`]), then checks the body with
+//! the contract's exact messages before anything is looked up or created,
+//! then resolves the customer ([`crate::customers`]) and calls Stripe
+//! ([`crate::stripe`]). Webhooks answer 503 until their handler lands.
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use http::{header, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
+use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+use stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionCustomerCreation, CreateCheckoutSessionLineItems,
+    CreateCheckoutSessionSubscriptionData,
+};
+use stripe_checkout::CheckoutSessionMode;
 
+use crate::config::{self, Origin};
 use crate::error::{full, Error};
 use crate::identity::{Caller, Named, Rejection, Subject};
-use crate::routes::{Action, Route};
+use crate::routes::{Action, Mode, Route};
 use crate::server::State;
+use crate::stripe::Stripe;
 use crate::Body;
 
 /// Webhook bodies may be this large (Stripe's events are far smaller).
@@ -68,7 +79,7 @@ async fn read_body(
 pub async fn answer(
     state: &State,
     route: &Route,
-    _params: Vec<(String, String)>,
+    params: Vec<(String, String)>,
     request: Request<Bytes>,
     user: &mut Option<String>,
 ) -> Result<Response<Bytes>, Error> {
@@ -83,9 +94,9 @@ pub async fn answer(
         Caller::Anonymous if needs_user => return Err(identity.reject(Rejection::NotSignedIn)),
         _ => {}
     }
-    if state.config.stripe.secret_key.is_none() {
+    let Some(stripe) = &state.stripe else {
         return Err(Error::BillingNotConfigured);
-    }
+    };
     let body = json_object(request.body())?;
     let subject = identity.subject(&caller, named(&body)?)?;
     if needs_user && subject == Subject::Anonymous {
@@ -93,8 +104,269 @@ pub async fn answer(
             "customerId or userId is required with an API key".into(),
         ));
     }
-    // The checkout and portal handlers come next.
-    Err(Error::BillingNotConfigured)
+    let reply = match route.action {
+        Action::Checkout => checkout(state, stripe, route, params, &subject, &body).await?,
+        _ => portal(state, stripe, &subject, &body).await?,
+    };
+    let mut response = Response::new(Bytes::from(reply.to_string()));
+    *response.status_mut() = route.status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// A checkout request, validated.
+#[derive(Debug, PartialEq)]
+struct CheckoutRequest {
+    price: String,
+    success_url: String,
+    cancel_url: String,
+    mode: Mode,
+    quantity: u64,
+    trial_days: Option<u32>,
+    metadata: HashMap<String, String>,
+}
+
+impl CheckoutRequest {
+    /// Checks the body in the contract's order, with its messages.
+    fn parse(
+        body: &Map<String, Value>,
+        default_mode: Option<Mode>,
+        settings: &config::Checkout,
+    ) -> Result<CheckoutRequest, Error> {
+        let bad = |message: &str| Error::BadRequest(message.to_string());
+        let price = match body.get("priceId") {
+            None | Some(Value::Null) => return Err(bad("Price ID is required")),
+            Some(Value::String(s)) if s.is_empty() => return Err(bad("Price ID is required")),
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err(bad("priceId must be a string")),
+        };
+        let present = |name| body.get(name).is_some_and(|v| !v.is_null() && v != "");
+        if !present("successUrl") || !present("cancelUrl") {
+            return Err(bad("Success and cancel URLs are required"));
+        }
+        let mode = match body.get("mode") {
+            None | Some(Value::Null) => default_mode.ok_or_else(|| {
+                bad("Mode is required (either 'payment' for one-time payments or 'subscription' for recurring subscription)")
+            })?,
+            Some(value) if value == "payment" => Mode::Payment,
+            Some(value) if value == "subscription" => Mode::Subscription,
+            Some(_) => return Err(bad("Mode must be 'payment' or 'subscription'")),
+        };
+        let origins = &settings.allowed_redirect_origins;
+        let success_url = redirect_url(body, "successUrl", origins)?;
+        let cancel_url = redirect_url(body, "cancelUrl", origins)?;
+        let price = if settings.prices.is_empty() {
+            price
+        } else if let Some(id) = settings.prices.get(&price) {
+            id.clone()
+        } else if settings.prices.values().any(|id| *id == price) {
+            price
+        } else {
+            return Err(bad("Price ID is not allowed"));
+        };
+        let quantity = match body.get("quantity") {
+            None | Some(Value::Null) => 1,
+            Some(value) => whole_number(value)
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| bad("quantity must be a whole number of at least 1"))?,
+        };
+        let trial_days = match body.get("trialDays") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(
+                whole_number(value)
+                    .filter(|n| (1..=730).contains(n))
+                    .ok_or_else(|| bad("trialDays must be a whole number from 1 to 730"))?
+                    as u32,
+            ),
+        };
+        if trial_days.is_some() && mode == Mode::Payment {
+            return Err(bad("Trial periods only apply to subscription mode"));
+        }
+        let metadata = metadata(body.get("metadata"))?;
+        Ok(CheckoutRequest {
+            price,
+            success_url,
+            cancel_url,
+            mode,
+            quantity,
+            trial_days,
+            metadata,
+        })
+    }
+}
+
+/// A JSON number that is a whole number (`2` or `2.0`, not `"2"`).
+fn whole_number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1e15)
+                .map(|f| f as u64)
+        }),
+        _ => None,
+    }
+}
+
+/// Stripe's metadata limits.
+const METADATA_KEYS: usize = 50;
+const METADATA_KEY_CHARS: usize = 40;
+const METADATA_VALUE_CHARS: usize = 500;
+
+fn metadata(value: Option<&Value>) -> Result<HashMap<String, String>, Error> {
+    let bad = |message: &str| Error::BadRequest(message.to_string());
+    let object = match value {
+        None | Some(Value::Null) => return Ok(HashMap::new()),
+        Some(Value::Object(object)) => object,
+        Some(_) => return Err(bad("metadata must be an object of strings")),
+    };
+    if object.len() > METADATA_KEYS {
+        return Err(bad("metadata may have at most 50 keys"));
+    }
+    let mut metadata = HashMap::new();
+    for (key, value) in object {
+        let Value::String(value) = value else {
+            return Err(bad("metadata must be an object of strings"));
+        };
+        if key.is_empty() || key.chars().count() > METADATA_KEY_CHARS {
+            return Err(bad("metadata keys must be 1 to 40 characters"));
+        }
+        if value.chars().count() > METADATA_VALUE_CHARS {
+            return Err(bad("metadata values must be at most 500 characters"));
+        }
+        metadata.insert(key.clone(), value.clone());
+    }
+    Ok(metadata)
+}
+
+/// A redirect URL from the body: an absolute http(s) URL whose origin is
+/// allowed. The URL is sent to Stripe exactly as given (Stripe fills in
+/// `{CHECKOUT_SESSION_ID}`), so anything a parser would quietly repair
+/// (spaces, control characters) is refused rather than repaired.
+fn redirect_url(
+    body: &Map<String, Value>,
+    field: &str,
+    allowed: &[Origin],
+) -> Result<String, Error> {
+    let invalid = || Error::BadRequest(format!("{field} must be a valid URI"));
+    let text = body
+        .get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(invalid)?;
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid());
+    }
+    let url = url::Url::parse(text).map_err(|_| invalid())?;
+    let origin = Origin::of(&url).ok_or_else(invalid)?;
+    if !allowed.contains(&origin) {
+        return Err(Error::BadRequest(format!(
+            "{field} is not an allowed redirect URL"
+        )));
+    }
+    Ok(text.to_string())
+}
+
+async fn checkout(
+    state: &State,
+    stripe: &Stripe,
+    route: &Route,
+    params: Vec<(String, String)>,
+    subject: &Subject,
+    body: &Map<String, Value>,
+) -> Result<Value, Error> {
+    let request = CheckoutRequest::parse(body, route.default_mode, &state.config.checkout)?;
+    // Reserved keys override the caller's: route parameters, then user_id.
+    let mut metadata = request.metadata;
+    metadata.extend(params);
+    if let Subject::User(user) = subject {
+        metadata.insert("user_id".into(), user.id.clone());
+    }
+    if metadata.len() > METADATA_KEYS {
+        return Err(Error::BadRequest(
+            "metadata may have at most 50 keys, counting the route's own".into(),
+        ));
+    }
+    let customer = match subject {
+        Subject::Anonymous => None,
+        Subject::Customer { id, .. } => Some(id.clone()),
+        Subject::User(user) => state.customers.for_checkout(stripe, user).await?,
+    };
+    let mut session = CreateCheckoutSession::new()
+        .mode(match request.mode {
+            Mode::Payment => CheckoutSessionMode::Payment,
+            Mode::Subscription => CheckoutSessionMode::Subscription,
+        })
+        .line_items(vec![CreateCheckoutSessionLineItems {
+            price: Some(request.price),
+            quantity: Some(request.quantity),
+            ..CreateCheckoutSessionLineItems::new()
+        }])
+        .success_url(request.success_url)
+        .cancel_url(request.cancel_url)
+        .metadata(metadata.clone());
+    if let Subject::User(user) = subject {
+        session = session.client_reference_id(user.id.clone());
+    }
+    match (&customer, subject) {
+        (Some(id), _) => session = session.customer(id.clone()),
+        (None, Subject::User(user)) => {
+            if let Some(email) = &user.email {
+                session = session.customer_email(email.clone());
+            }
+            if request.mode == Mode::Payment {
+                session = session.customer_creation(CreateCheckoutSessionCustomerCreation::Always);
+            }
+        }
+        (None, _) => {}
+    }
+    if request.mode == Mode::Subscription {
+        session = session.subscription_data(CreateCheckoutSessionSubscriptionData {
+            metadata: Some(metadata),
+            trial_period_days: request.trial_days,
+            ..CreateCheckoutSessionSubscriptionData::new()
+        });
+    }
+    if state.config.checkout.allow_promotion_codes {
+        session = session.allow_promotion_codes(true);
+    }
+    let session = session.send(stripe).await?;
+    let url = session.url.ok_or(Error::StripeUnavailable)?;
+    Ok(json!({ "url": url, "sessionId": session.id.as_str() }))
+}
+
+async fn portal(
+    state: &State,
+    stripe: &Stripe,
+    subject: &Subject,
+    body: &Map<String, Value>,
+) -> Result<Value, Error> {
+    if !body
+        .get("returnUrl")
+        .is_some_and(|v| !v.is_null() && v != "")
+    {
+        return Err(Error::BadRequest("Return URL is required".into()));
+    }
+    let return_url = redirect_url(
+        body,
+        "returnUrl",
+        &state.config.checkout.allowed_redirect_origins,
+    )?;
+    let customer = match subject {
+        Subject::Customer { id, .. } => Some(id.clone()),
+        Subject::User(user) => state.customers.find(stripe, &user.id).await?,
+        Subject::Anonymous => None,
+    };
+    let customer = customer.ok_or_else(|| {
+        Error::BadRequest("You don't have a billing account yet. Make a purchase first.".into())
+    })?;
+    let session = CreateBillingPortalSession::new()
+        .customer(customer)
+        .return_url(return_url)
+        .send(stripe)
+        .await?;
+    Ok(json!({ "url": session.url }))
 }
 
 /// The body as a JSON object.

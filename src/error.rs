@@ -12,6 +12,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use crate::identity::Rejection;
+use crate::stripe::StripeError;
 use crate::{Body, BoxError};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,17 @@ pub enum Error {
     MethodNotAllowed { allow: &'static str },
     #[error("Billing is not configured")]
     BillingNotConfigured,
+    /// Stripe refused the secret key; detail is logged, never sent.
+    #[error("Billing is misconfigured")]
+    StripeMisconfigured,
+    /// Stripe refused the request; its message is for the caller.
+    #[error("{0}")]
+    StripeRejected(String),
+    #[error("Stripe is unavailable, please try again")]
+    StripeUnavailable,
+    /// The customer lookup failed; nothing was created.
+    #[error("Billing is temporarily unavailable")]
+    LookupUnavailable,
     /// A caller refused by `identity`.
     #[error("{}", rejection_message(*.0))]
     Rejected(Rejection),
@@ -46,7 +58,12 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Error::BillingNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BillingNotConfigured | Error::LookupUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::StripeMisconfigured => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::StripeRejected(_) => StatusCode::BAD_REQUEST,
+            Error::StripeUnavailable => StatusCode::BAD_GATEWAY,
             Error::Rejected(Rejection::ActionNotAllowed | Rejection::NeedsApiKey) => {
                 StatusCode::FORBIDDEN
             }
@@ -81,6 +98,22 @@ impl Error {
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         response
+    }
+}
+
+impl From<StripeError> for Error {
+    fn from(error: StripeError) -> Error {
+        match error {
+            error if error.is_auth() => {
+                tracing::error!(%error, "Stripe refused stripe.secret_key");
+                Error::StripeMisconfigured
+            }
+            StripeError::Refused { message, .. } => Error::StripeRejected(message),
+            StripeError::Unavailable(_) | StripeError::Decode(_) => {
+                tracing::warn!(%error, "Stripe call failed");
+                Error::StripeUnavailable
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod billing;
 pub mod config;
+pub mod customers;
 pub mod error;
 pub mod http_client;
 pub mod identity;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod stripe;
 
 pub use config::Config;
 pub use server::{Server, Signal};

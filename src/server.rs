@@ -33,6 +33,7 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, SetRequestIdLayer};
 
 use crate::config::Config;
+use crate::customers::Customers;
 use crate::error::Error;
 use crate::http_client::https_client;
 use crate::identity::Identity;
@@ -40,6 +41,7 @@ use crate::logging::AccessLine;
 use crate::metrics::{ActionLabel, Metrics, RequestLabels};
 use crate::proxy::Proxy;
 use crate::routes::{Match, RouteTable, ALLOW};
+use crate::stripe::Stripe;
 use crate::{billing, Body, BoxError};
 
 /// Request line and headers accepted, in all: Supabase session cookies are
@@ -57,6 +59,9 @@ pub struct State {
     pub routes: RouteTable,
     pub proxy: Proxy,
     pub identity: Identity,
+    /// `None` without `stripe.secret_key`: checkout and portal answer 503.
+    pub stripe: Option<Stripe>,
+    pub customers: Customers,
     pub metrics: Metrics,
     ready: AtomicBool,
     /// Upgraded connections (WebSockets), which outlive their request.
@@ -72,7 +77,22 @@ impl State {
         State {
             routes: RouteTable::new(config.routes.clone()),
             proxy: Proxy::new(&config.upstream),
-            identity: Identity::new(&config.auth, client, metrics.auth_rejections.clone()),
+            identity: Identity::new(
+                &config.auth,
+                client.clone(),
+                metrics.auth_rejections.clone(),
+            ),
+            stripe: Stripe::new(
+                &config.stripe,
+                client.clone(),
+                metrics.stripe_requests.clone(),
+            ),
+            customers: Customers::new(
+                &config.customers,
+                client,
+                config.stripe.timeout,
+                metrics.customer_cache.clone(),
+            ),
             metrics,
             ready: AtomicBool::new(false),
             tunnels: TaskTracker::new(),

@@ -1,8 +1,8 @@
 //! Identity end to end: tokens signed with JWKS keys served by the fake
 //! app, key rotation, a JWKS outage, cookies and API keys on the real
-//! routes. Until the Stripe handlers land, a caller who passes identity on
-//! the portal route gets 503 `Billing is not configured`; one who does not
-//! gets the contract's 401/403.
+//! routes. A caller who passes identity on the portal route with an empty
+//! body gets 400 `Return URL is required`; one who does not gets the
+//! contract's 401/403.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -79,7 +79,8 @@ async fn with_token(sidecar: &Sidecar, token: &str) -> (u16, String) {
     portal(sidecar, &format!("Authorization: Bearer {token}\r\n"), "{}").await
 }
 
-const VERIFIED: (u16, &str) = (503, "Billing is not configured");
+/// Past identity, the portal checks its body: `{}` has no `returnUrl`.
+const VERIFIED: (u16, &str) = (400, "Return URL is required");
 const INVALID: (u16, &str) = (401, "Session is invalid or expired");
 
 fn is(got: (u16, String), want: (u16, &str)) -> bool {
@@ -257,9 +258,11 @@ async fn supabase_cookie_and_api_key_callers_on_the_routes() {
          Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
+    let response = raw::send(sidecar.addr, checkout.as_bytes()).await;
     assert_eq!(
-        raw::send(sidecar.addr, checkout.as_bytes()).await.status,
-        503
+        response.json()["error"],
+        "Price ID is required",
+        "past identity"
     );
     let wrong = "Authorization: Bearer sk_backend_wrong\r\n";
     assert_eq!(

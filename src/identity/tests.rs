@@ -669,3 +669,43 @@ fn jwks_keys_are_tied_to_their_algorithm() {
     assert!(parse_jwks(mixed.to_string().as_bytes()).unwrap().is_empty());
     assert!(parse_jwks(b"not json").is_err());
 }
+
+/// The cookies of `tests/fixtures/supabase-ssr-cookies.json`, written by the
+/// real `@supabase/ssr` (`tests/fixtures/supabase-ssr/generate.mjs`), not by
+/// the re-implementation in `supabase_cookies`.
+#[tokio::test]
+async fn cookies_written_by_the_real_supabase_ssr_are_read() {
+    let fixture: Value = serde_json::from_str(include_str!(
+        "../../tests/fixtures/supabase-ssr-cookies.json"
+    ))
+    .unwrap();
+    let expected = Ok(Caller::User(Arc::new(User {
+        id: "ssr-user-1".into(),
+        email: Some("ssr@example.com".into()),
+    })));
+    let case = |name: &str| -> Vec<(String, String)> {
+        serde_json::from_value(fixture["cases"][name].clone()).unwrap()
+    };
+    let base = format!("sb-{}-auth-token", fixture["project_ref"].as_str().unwrap());
+
+    let small = case("small");
+    assert_eq!(small.len(), 1);
+    assert_eq!(small[0].0, base);
+    assert!(small[0].1.starts_with("base64-"));
+
+    let chunked = case("chunked");
+    assert!(chunked.len() >= 2, "chunked: {}", chunked.len());
+    for (i, (name, _)) in chunked.iter().enumerate() {
+        assert_eq!(*name, format!("{base}.{i}"));
+    }
+
+    // Every case, each with a fresh verifier (no cached token).
+    for (name, _) in fixture["cases"].as_object().unwrap() {
+        let pairs = case(name);
+        assert_eq!(
+            outcome(&identity(), &cookies(&pairs)).await,
+            expected,
+            "case {name}"
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! Finding a user's Stripe customer: a moka cache in front of Stripe's
+//! Customer Search (`source = "stripe"`) or the app's own lookup URL
+//! (`source = "http"`), and creating the customer when a checkout finds
+//! none (Stripe source).
+//!
+//! Found customers are kept `cache_ttl_seconds`, "none" only
+//! `negative_ttl_seconds`. Concurrent misses for one user share one lookup
+//! (moka's `try_get_with`), and concurrent creations for one user run once
+//! (moka's per-key `and_try_compute_with`), the created id going into the
+//! cache at once because Stripe's search index lags behind. A failed lookup
+//! is an error, never "none", so nothing is created on a guess. Webhook
+//! events update the cache through [`Customers::remember`] and
+//! [`Customers::forget_customer`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use moka::future::Cache;
+use moka::ops::compute::Op;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use sha2::{Digest, Sha256};
+use stripe::{IdempotencyKey, RequestStrategy, StripeRequest};
+
+use crate::config::{CustomerSource, Customers as Settings};
+use crate::error::Error;
+use crate::http_client::{fetch, HttpsClient};
+use crate::identity::User;
+use crate::metrics::ResultLabel;
+use crate::stripe::{Stripe, StripeError};
+
+const LOOKUP_MAX_BYTES: usize = 64 * 1024;
+
+/// A user id's customer: `Some(cus_...)`, or `None` for "has none".
+type Entry = Option<String>;
+
+pub struct Customers {
+    settings: Settings,
+    cache: Cache<String, Entry>,
+    client: HttpsClient,
+    /// Bounds an `http` lookup.
+    timeout: Duration,
+    results: Family<ResultLabel, Counter>,
+}
+
+/// Found customers live `ttl`, "none" lives `negative_ttl`.
+struct Lifetimes {
+    ttl: Duration,
+    negative_ttl: Duration,
+}
+
+impl Lifetimes {
+    fn of(&self, entry: &Entry) -> Option<Duration> {
+        Some(if entry.is_some() {
+            self.ttl
+        } else {
+            self.negative_ttl
+        })
+    }
+}
+
+impl moka::Expiry<String, Entry> for Lifetimes {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        entry: &Entry,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        self.of(entry)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        entry: &Entry,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.of(entry)
+    }
+}
+
+impl Customers {
+    pub fn new(
+        settings: &Settings,
+        client: HttpsClient,
+        timeout: Duration,
+        results: Family<ResultLabel, Counter>,
+    ) -> Customers {
+        let cache = Cache::builder()
+            .max_capacity(settings.cache_capacity)
+            .expire_after(Lifetimes {
+                ttl: settings.cache_ttl,
+                negative_ttl: settings.negative_ttl,
+            })
+            .build();
+        Customers {
+            settings: settings.clone(),
+            cache,
+            client,
+            timeout,
+            results,
+        }
+    }
+
+    fn count(&self, result: &'static str) {
+        self.results.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// The user's customer, if any.
+    pub async fn find(&self, stripe: &Stripe, user_id: &str) -> Result<Entry, Error> {
+        if let Some(entry) = self.cache.get(user_id).await {
+            self.count("hit");
+            return Ok(entry);
+        }
+        self.count("miss");
+        self.cache
+            .try_get_with(user_id.to_string(), self.lookup(stripe, user_id))
+            .await
+            .map_err(|error: Arc<Error>| match &*error {
+                Error::StripeMisconfigured => Error::StripeMisconfigured,
+                _ => Error::LookupUnavailable,
+            })
+    }
+
+    /// The user's customer for a checkout: with the Stripe source, one is
+    /// created when none exists; with the `http` source, `None` lets
+    /// Checkout create it and the app link it from the webhook.
+    pub async fn for_checkout(&self, stripe: &Stripe, user: &User) -> Result<Entry, Error> {
+        let found = self.find(stripe, &user.id).await?;
+        if found.is_some() || !matches!(self.settings.source, CustomerSource::Stripe) {
+            return Ok(found);
+        }
+        let result = self
+            .cache
+            .entry(user.id.clone())
+            .and_try_compute_with(|existing| async move {
+                match existing.map(|e| e.into_value()) {
+                    // Another request created it while this one waited.
+                    Some(Some(_)) => Ok(Op::Nop),
+                    _ => self.create(stripe, user).await.map(|id| Op::Put(Some(id))),
+                }
+            })
+            .await?;
+        Ok(result.into_entry().and_then(|entry| entry.into_value()))
+    }
+
+    /// Caches `customer_id` as `user_id`'s (a completed checkout).
+    pub async fn remember(&self, user_id: &str, customer_id: &str) {
+        self.cache
+            .insert(user_id.to_string(), Some(customer_id.to_string()))
+            .await;
+    }
+
+    /// Drops every cached entry naming `customer_id` (a deleted customer).
+    pub fn forget_customer(&self, customer_id: &str) -> Result<(), Error> {
+        let customer_id = customer_id.to_string();
+        self.cache
+            .invalidate_entries_if(move |_, entry| entry.as_deref() == Some(&*customer_id))
+            .map(|_| ())
+            .map_err(|e| Error::Internal(e.to_string().into()))
+    }
+
+    async fn lookup(&self, stripe: &Stripe, user_id: &str) -> Result<Entry, Error> {
+        match &self.settings.source {
+            CustomerSource::Stripe => self.search(stripe, user_id).await,
+            CustomerSource::Http {
+                lookup_url,
+                lookup_headers,
+                customer_id_pointer,
+            } => {
+                self.lookup_http(user_id, lookup_url, lookup_headers, customer_id_pointer)
+                    .await
+            }
+        }
+    }
+
+    async fn search(&self, stripe: &Stripe, user_id: &str) -> Result<Entry, Error> {
+        let query = format!(
+            "metadata['{}']:'{}'",
+            search_escape(&self.settings.metadata_key),
+            search_escape(user_id)
+        );
+        let found = stripe_core::customer::SearchCustomer::new(query)
+            .send(stripe)
+            .await
+            .map_err(|error| lookup_error(error, "Stripe customer search"))?;
+        Ok(found
+            .data
+            .into_iter()
+            .next()
+            .map(|customer| customer.id.to_string()))
+    }
+
+    async fn create(&self, stripe: &Stripe, user: &User) -> Result<String, Error> {
+        let mut create =
+            stripe_core::customer::CreateCustomer::new().metadata(std::collections::HashMap::from(
+                [(self.settings.metadata_key.clone(), user.id.clone())],
+            ));
+        if let Some(email) = &user.email {
+            create = create.email(email.clone());
+        }
+        // Derived from the user (and email, so a changed email is not an
+        // idempotency conflict): racing checkouts, even on other replicas,
+        // make one customer.
+        let digest = Sha256::digest(format!(
+            "{}\n{}",
+            user.id,
+            user.email.as_deref().unwrap_or("")
+        ));
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let key = IdempotencyKey::new(format!("stripe-sidecar-customer-{hex}"))
+            .map_err(|e| Error::Internal(e.into()))?;
+        let customer = create
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .send(stripe)
+            .await
+            .map_err(Error::from)?;
+        tracing::info!(customer = %customer.id, "created a Stripe customer");
+        Ok(customer.id.to_string())
+    }
+
+    async fn lookup_http(
+        &self,
+        user_id: &str,
+        url: &str,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+        pointer: &str,
+    ) -> Result<Entry, Error> {
+        let encoded =
+            percent_encoding::utf8_percent_encode(user_id, percent_encoding::NON_ALPHANUMERIC);
+        let mut request = Request::get(url.replace("{userId}", &encoded.to_string()));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| Error::Internal(e.into()))?;
+        let failed = |why: String| {
+            tracing::warn!(%why, "customer lookup failed");
+            Error::LookupUnavailable
+        };
+        let (status, body) = fetch(&self.client, request, self.timeout, LOOKUP_MAX_BYTES)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        match status.as_u16() {
+            404 => Ok(None),
+            200 => {
+                let json: serde_json::Value = serde_json::from_slice(&body)
+                    .map_err(|_| failed("the reply is not JSON".into()))?;
+                match json.pointer(pointer).and_then(|v| v.as_str()) {
+                    Some(id) if id.starts_with("cus_") => Ok(Some(id.to_string())),
+                    _ => Err(failed(format!("no cus_ string at {pointer}"))),
+                }
+            }
+            other => Err(failed(format!("status {other}"))),
+        }
+    }
+}
+
+/// A lookup that failed: 500 when Stripe refused the key, else 503.
+fn lookup_error(error: StripeError, what: &str) -> Error {
+    if error.is_auth() {
+        return Error::from(error);
+    }
+    tracing::warn!(%error, "{what} failed");
+    Error::LookupUnavailable
+}
+
+/// Escapes a value for a Stripe search query string (`'` and `\`).
+fn search_escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('\'', "\\'")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_values_are_escaped() {
+        assert_eq!(search_escape("plain-uuid"), "plain-uuid");
+        assert_eq!(search_escape("o'brien"), "o\\'brien");
+        assert_eq!(search_escape("a\\'b"), "a\\\\\\'b");
+    }
+}
