@@ -394,3 +394,241 @@ fn named(body: &Map<String, Value>) -> Result<Named, Error> {
         email: field("email")?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> config::Checkout {
+        config::Checkout {
+            allowed_redirect_origins: vec![
+                Origin::parse("https://myapp.com").unwrap(),
+                Origin::parse("http://localhost:3000").unwrap(),
+            ],
+            require_sign_in: false,
+            allow_promotion_codes: false,
+            prices: Default::default(),
+        }
+    }
+
+    fn parse_with(
+        body: Value,
+        default_mode: Option<Mode>,
+        settings: &config::Checkout,
+    ) -> Result<CheckoutRequest, String> {
+        let Value::Object(body) = body else {
+            panic!("not an object")
+        };
+        CheckoutRequest::parse(&body, default_mode, settings).map_err(|e| e.to_string())
+    }
+
+    fn parse(body: Value) -> Result<CheckoutRequest, String> {
+        parse_with(body, None, &settings())
+    }
+
+    fn valid() -> Value {
+        json!({
+            "priceId": "price_123",
+            "successUrl": "https://myapp.com/success?session_id={CHECKOUT_SESSION_ID}",
+            "cancelUrl": "https://myapp.com/pricing",
+            "mode": "payment",
+        })
+    }
+
+    fn with(key: &str, value: Value) -> Value {
+        let mut body = valid();
+        if value.is_null() {
+            body.as_object_mut().unwrap().remove(key);
+        } else {
+            body[key] = value;
+        }
+        body
+    }
+
+    #[test]
+    fn a_valid_body_is_taken_verbatim() {
+        let request = parse(valid()).unwrap();
+        assert_eq!(
+            request,
+            CheckoutRequest {
+                price: "price_123".into(),
+                success_url: "https://myapp.com/success?session_id={CHECKOUT_SESSION_ID}".into(),
+                cancel_url: "https://myapp.com/pricing".into(),
+                mode: Mode::Payment,
+                quantity: 1,
+                trial_days: None,
+                metadata: HashMap::new(),
+            }
+        );
+    }
+
+    #[test]
+    fn each_check_has_its_message() {
+        let mode_required = "Mode is required (either 'payment' for one-time payments or 'subscription' for recurring subscription)";
+        let subscription = |key: &str, value: Value| {
+            let mut body = with(key, value);
+            body["mode"] = json!("subscription");
+            body
+        };
+        let many: serde_json::Map<String, Value> =
+            (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
+        let cases = [
+            (with("priceId", Value::Null), "Price ID is required"),
+            (with("priceId", json!("")), "Price ID is required"),
+            (with("priceId", json!(42)), "priceId must be a string"),
+            (
+                with("successUrl", Value::Null),
+                "Success and cancel URLs are required",
+            ),
+            (
+                with("cancelUrl", json!("")),
+                "Success and cancel URLs are required",
+            ),
+            (with("mode", Value::Null), mode_required),
+            (
+                with("mode", json!("setup")),
+                "Mode must be 'payment' or 'subscription'",
+            ),
+            (
+                with("mode", json!("Payment")),
+                "Mode must be 'payment' or 'subscription'",
+            ),
+            (
+                with("successUrl", json!("/success")),
+                "successUrl must be a valid URI",
+            ),
+            (
+                with("cancelUrl", json!("not a url")),
+                "cancelUrl must be a valid URI",
+            ),
+            (
+                with("successUrl", json!("https://evil.com/")),
+                "successUrl is not an allowed redirect URL",
+            ),
+            (
+                with("cancelUrl", json!("https://evil.com/")),
+                "cancelUrl is not an allowed redirect URL",
+            ),
+            (
+                with("quantity", json!(0)),
+                "quantity must be a whole number of at least 1",
+            ),
+            (
+                with("quantity", json!(-1)),
+                "quantity must be a whole number of at least 1",
+            ),
+            (
+                with("quantity", json!(1.5)),
+                "quantity must be a whole number of at least 1",
+            ),
+            (
+                with("quantity", json!("2")),
+                "quantity must be a whole number of at least 1",
+            ),
+            (
+                subscription("trialDays", json!(0)),
+                "trialDays must be a whole number from 1 to 730",
+            ),
+            (
+                subscription("trialDays", json!(731)),
+                "trialDays must be a whole number from 1 to 730",
+            ),
+            (
+                subscription("trialDays", json!("7")),
+                "trialDays must be a whole number from 1 to 730",
+            ),
+            (
+                with("trialDays", json!(7)),
+                "Trial periods only apply to subscription mode",
+            ),
+            (
+                with("metadata", json!(["a"])),
+                "metadata must be an object of strings",
+            ),
+            (
+                with("metadata", json!({"a": 1})),
+                "metadata must be an object of strings",
+            ),
+            (
+                with("metadata", Value::Object(many)),
+                "metadata may have at most 50 keys",
+            ),
+            (
+                with("metadata", json!({"k".repeat(41): "v"})),
+                "metadata keys must be 1 to 40 characters",
+            ),
+            (
+                with("metadata", json!({"k": "v".repeat(501)})),
+                "metadata values must be at most 500 characters",
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(parse(body.clone()), Err(want.to_string()), "{body}");
+        }
+    }
+
+    #[test]
+    fn open_redirects_are_refused() {
+        let invalid = "successUrl must be a valid URI";
+        let not_allowed = "successUrl is not an allowed redirect URL";
+        for (url, want) in [
+            ("//evil.com/x", invalid),
+            ("javascript:alert(1)", invalid),
+            ("data:text/html,hi", invalid),
+            ("ftp://myapp.com/x", invalid),
+            ("https://myapp.com /x", invalid),
+            ("https://myapp.com/\nx", invalid),
+            ("\thttps://myapp.com/", invalid),
+            ("https:///evil.com", not_allowed),
+            ("https://myapp.com@evil.com/", not_allowed),
+            ("https://myapp.com.evil.com/", not_allowed),
+            ("https://evilmyapp.com/", not_allowed),
+            ("https://app.myapp.com/", not_allowed),
+            ("http://myapp.com/", not_allowed),
+            ("https://myapp.com:8443/", not_allowed),
+            ("https:\\\\evil.com", not_allowed),
+            ("https://localhost:3000/", not_allowed),
+            ("http://localhost:3001/", not_allowed),
+        ] {
+            assert_eq!(
+                parse(with("successUrl", json!(url))),
+                Err(want.into()),
+                "{url:?}"
+            );
+        }
+        for url in [
+            "https://MyApp.com/done",
+            "https://myapp.com:443/done",
+            "https://user@myapp.com/done",
+            "http://localhost:3000/done?x=1#y",
+        ] {
+            assert!(parse(with("successUrl", json!(url))).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn prices_are_aliases_and_an_allow_list() {
+        let mut settings = settings();
+        settings.prices = [("pro".to_string(), "price_pro".to_string())].into();
+        let price =
+            |id: &str| parse_with(with("priceId", json!(id)), None, &settings).map(|r| r.price);
+        assert_eq!(price("pro"), Ok("price_pro".into()));
+        assert_eq!(price("price_pro"), Ok("price_pro".into()));
+        assert_eq!(price("Pro"), Err("Price ID is not allowed".into()));
+        assert_eq!(price("price_other"), Err("Price ID is not allowed".into()));
+    }
+
+    #[test]
+    fn modes_quantities_and_trials() {
+        let subscription = Some(Mode::Subscription);
+        let request = parse_with(with("mode", Value::Null), subscription, &settings()).unwrap();
+        assert_eq!(request.mode, Mode::Subscription);
+        let explicit = parse_with(valid(), subscription, &settings()).unwrap();
+        assert_eq!(explicit.mode, Mode::Payment, "an explicit mode wins");
+        let mut body = with("trialDays", json!(14));
+        body["mode"] = json!("subscription");
+        body["quantity"] = json!(3.0);
+        let request = parse(body).unwrap();
+        assert_eq!((request.quantity, request.trial_days), (3, Some(14)));
+    }
+}
