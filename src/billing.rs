@@ -304,8 +304,12 @@ async fn checkout(
             ..CreateCheckoutSessionLineItems::new()
         }])
         .success_url(request.success_url)
-        .cancel_url(request.cancel_url)
-        .metadata(metadata.clone());
+        .cancel_url(request.cancel_url);
+    // An empty `metadata=` would mean "unset all": send none instead.
+    let metadata = (!metadata.is_empty()).then_some(metadata);
+    if let Some(metadata) = &metadata {
+        session = session.metadata(metadata.clone());
+    }
     if let Subject::User(user) = subject {
         session = session.client_reference_id(user.id.clone());
     }
@@ -323,7 +327,7 @@ async fn checkout(
     }
     if request.mode == Mode::Subscription {
         session = session.subscription_data(CreateCheckoutSessionSubscriptionData {
-            metadata: Some(metadata),
+            metadata,
             trial_period_days: request.trial_days,
             ..CreateCheckoutSessionSubscriptionData::new()
         });

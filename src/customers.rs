@@ -33,6 +33,12 @@ use crate::metrics::ResultLabel;
 use crate::stripe::{Stripe, StripeError};
 
 const LOOKUP_MAX_BYTES: usize = 64 * 1024;
+/// Everything but RFC 3986's unreserved characters is escaped in `{userId}`.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// A user id's customer: `Some(cus_...)`, or `None` for "has none".
 type Entry = Option<String>;
@@ -231,8 +237,7 @@ impl Customers {
         headers: &[(http::HeaderName, http::HeaderValue)],
         pointer: &str,
     ) -> Result<Entry, Error> {
-        let encoded =
-            percent_encoding::utf8_percent_encode(user_id, percent_encoding::NON_ALPHANUMERIC);
+        let encoded = percent_encoding::utf8_percent_encode(user_id, PATH_SEGMENT);
         let mut request = Request::get(url.replace("{userId}", &encoded.to_string()));
         for (name, value) in headers {
             request = request.header(name, value);

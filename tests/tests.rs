@@ -5,6 +5,7 @@
 mod support;
 
 mod admin;
+mod billing;
 mod binary;
 mod identity;
 mod proxy;

@@ -39,6 +39,10 @@ struct Shared {
     requests: AtomicUsize,
     jwks: Mutex<String>,
     jwks_fetches: AtomicUsize,
+    /// The customer lookup the app implements for `customers.source = "http"`.
+    customers: Mutex<std::collections::HashMap<String, String>>,
+    /// Each lookup: the request target and its `x-lookup-key` header.
+    lookups: Mutex<Vec<(String, Option<String>)>>,
 }
 
 /// A running fake app; dropping it stops the listener and every open HTTP connection.
@@ -60,6 +64,8 @@ impl FakeApp {
             requests: AtomicUsize::new(0),
             jwks: Mutex::new(r#"{"keys":[]}"#.to_string()),
             jwks_fetches: AtomicUsize::new(0),
+            customers: Mutex::default(),
+            lookups: Mutex::default(),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         FakeApp { addr, shared, task }
@@ -77,6 +83,18 @@ impl FakeApp {
     /// Requests received so far (counted as soon as the head is parsed).
     pub fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Makes `/customers/{user_id}` answer 200 `{"customerId": customer_id}`
+    /// (otherwise 404).
+    pub fn set_customer(&self, user_id: &str, customer_id: &str) {
+        let mut customers = self.shared.customers.lock().unwrap();
+        customers.insert(user_id.into(), customer_id.into());
+    }
+
+    /// The customer lookups received: target and `x-lookup-key` header.
+    pub fn lookups(&self) -> Vec<(String, Option<String>)> {
+        self.shared.lookups.lock().unwrap().clone()
     }
 
     /// How many times `/jwks.json` was fetched.
@@ -146,6 +164,19 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
             let ms = query_num(&req, "ms").unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             text(StatusCode::OK, "slow done".into())
+        }
+        p if p.starts_with("/customers/") && get => {
+            let key = req.headers().get("x-lookup-key");
+            let key = key.map(|v| v.to_str().unwrap_or_default().to_string());
+            let target = req.uri().to_string();
+            shared.lookups.lock().unwrap().push((target, key));
+            let user = percent_encoding::percent_decode_str(&p["/customers/".len()..])
+                .decode_utf8_lossy()
+                .into_owned();
+            match shared.customers.lock().unwrap().get(&user) {
+                Some(id) => json(serde_json::json!({ "customerId": id }).to_string()),
+                None => not_found(),
+            }
         }
         "/jwks.json" => {
             shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);

@@ -6,3 +6,4 @@
 pub mod app;
 pub mod raw;
 pub mod sidecar;
+pub mod stripe;

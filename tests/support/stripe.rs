@@ -1,0 +1,1115 @@
+//! A strict fake of the Stripe API for the end-to-end tests: a real HTTP/1.1
+//! keep-alive server on an ephemeral 127.0.0.1 port that answers the calls
+//! the sidecar makes (create a Checkout Session, create a Customer Portal
+//! session, search, create and retrieve customers) the way Stripe does, with
+//! Stripe's statuses, error bodies and messages, and with bodies built from
+//! Stripe's own example objects in `tests/fixtures/stripe/` so async-stripe
+//! deserializes them.
+//!
+//! It is strict on purpose: unknown parameters, empty values, bad keys and
+//! Stripe's cross-field rules are refused, so a request the sidecar gets
+//! past this fake is one the real API accepts too. It also mimics what makes
+//! Stripe awkward: search does not see new customers until `make_searchable`
+//! (real search lags up to a minute), and `Idempotency-Key` replays, conflicts
+//! (409) and mismatches (400) behave as documented. Faults (error replies,
+//! delays, dropped connections) are queued per path prefix. Every request is
+//! recorded with the TCP connection it came on, to prove keep-alive reuse.
+//!
+//! It does not model anything else of Stripe: no payments, webhooks, expansion
+//! (`expand` is accepted and ignored), deletion, or search clauses other than
+//! `metadata['KEY']:'VALUE'`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
+use url::form_urlencoded;
+
+const CHECKOUT_SESSION: &str = include_str!("../fixtures/stripe/checkout.session.json");
+const PORTAL_SESSION: &str = include_str!("../fixtures/stripe/billing_portal.session.json");
+const CUSTOMER: &str = include_str!("../fixtures/stripe/customer.json");
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// The path without the query.
+    pub path: String,
+    /// Decoded query pairs, in order.
+    pub query: Vec<(String, String)>,
+    /// Decoded form body pairs, in order, e.g. `("line_items[0][price]", "price_1")`.
+    pub form: Vec<(String, String)>,
+    /// Header names lower-cased, in hyper's order (repeated names grouped).
+    pub headers: Vec<(String, String)>,
+    /// Index (from 0) of the TCP connection the request came on.
+    pub connection: usize,
+}
+
+impl Recorded {
+    /// The value of a form field, else of a query parameter; the last one
+    /// when repeated, as Stripe reads it.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        last(&self.form, name).or_else(|| last(&self.query, name))
+    }
+
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn last<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A failure the next matching request meets instead of (or before) its
+/// normal answer.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// A Stripe-format error reply; `should_retry` becomes the
+    /// `Stripe-Should-Retry` header. Nothing is done and nothing is saved
+    /// under the request's idempotency key, so a retry runs afresh.
+    Status {
+        status: u16,
+        should_retry: Option<bool>,
+        error_type: &'static str,
+        message: &'static str,
+    },
+    /// The request is handled normally but only after this long (auth is
+    /// checked first), with its idempotency key in progress meanwhile. The work completes even if the
+    /// client gives up, as at Stripe.
+    Delay(Duration),
+    /// The TCP connection is closed without an answer and nothing is done.
+    Reset,
+}
+
+/// A running fake; dropping it stops the listener and every open connection.
+///
+/// API keys: `Bearer sk_test_*` and `Bearer sk_live_*` pass (live ones get
+/// `livemode: true`), `rk_test_*` / `rk_live_*` get Stripe's 403 for a
+/// restricted key lacking permission, anything else Stripe's 401.
+pub struct FakeStripe {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+struct Shared {
+    connections: AtomicUsize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Recorded>,
+    /// Price id -> recurring.
+    prices: HashMap<String, bool>,
+    /// In creation order.
+    customers: Vec<StoredCustomer>,
+    checkout_sessions: Vec<Value>,
+    portal_sessions: Vec<Value>,
+    /// (API key, Idempotency-Key) -> state; keys are scoped per API key at Stripe.
+    idempotency: HashMap<(String, String), Idempotency>,
+    /// Path prefix -> queued faults, in the order first registered.
+    faults: Vec<(String, VecDeque<Fault>)>,
+}
+
+struct StoredCustomer {
+    object: Value,
+    searchable: bool,
+}
+
+enum Idempotency {
+    InProgress,
+    Done { fingerprint: String, reply: Reply },
+}
+
+#[derive(Clone)]
+struct Reply {
+    status: u16,
+    body: Value,
+    headers: Vec<(&'static str, String)>,
+}
+
+/// A Stripe error; `kind` is the body's `type`.
+struct ApiError {
+    status: u16,
+    kind: &'static str,
+    message: String,
+    param: Option<String>,
+    code: Option<&'static str>,
+}
+
+type Params = [(String, String)];
+
+impl FakeStripe {
+    /// Binds 127.0.0.1:0 and spawns the accept loop; the socket is listening on return.
+    pub async fn start() -> FakeStripe {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake stripe");
+        let addr = listener.local_addr().expect("fake stripe addr");
+        let shared = Arc::new(Shared {
+            connections: AtomicUsize::new(0),
+            state: Mutex::new(State::default()),
+        });
+        let task = tokio::spawn(accept_loop(listener, shared.clone()));
+        FakeStripe { addr, shared, task }
+    }
+
+    /// The base URL, for `stripe.api_base` (async-stripe's own client wants a trailing `/`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Seeds a price that line items may name.
+    pub fn add_price(&self, id: &str, recurring: bool) {
+        self.shared.lock().prices.insert(id.into(), recurring);
+    }
+
+    /// Seeds a customer, searchable at once (it predates the test).
+    pub fn add_customer(&self, id: &str, email: Option<&str>, metadata: &[(&str, &str)]) {
+        let metadata = metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect();
+        let object = customer_object(id, email, None, None, metadata, false);
+        let mut state = self.shared.lock();
+        state.customers.retain(|c| c.object["id"] != id);
+        state.customers.push(StoredCustomer {
+            object,
+            searchable: true,
+        });
+    }
+
+    /// Every customer, seeded and created, in creation order.
+    pub fn customers(&self) -> Vec<Value> {
+        let state = self.shared.lock();
+        state.customers.iter().map(|c| c.object.clone()).collect()
+    }
+
+    /// Ends the search lag: customers created so far become visible to search.
+    pub fn make_searchable(&self) {
+        for customer in &mut self.shared.lock().customers {
+            customer.searchable = true;
+        }
+    }
+
+    /// Queues faults: each request whose path starts with `path_prefix`
+    /// consumes the next one (when several prefixes match, the one registered
+    /// first that still has faults).
+    pub fn fault(&self, path_prefix: &str, faults: Vec<Fault>) {
+        let mut state = self.shared.lock();
+        match state.faults.iter_mut().find(|(p, _)| p == path_prefix) {
+            Some((_, queue)) => queue.extend(faults),
+            None => state.faults.push((path_prefix.into(), faults.into())),
+        }
+    }
+}
+
+impl Drop for FakeStripe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Shared {
+    /// Poison is ignored so one panicking test request does not hide the rest.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    // Connections live in this JoinSet so aborting the loop also closes them.
+    let mut conns = JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let index = shared.connections.fetch_add(1, Ordering::SeqCst);
+        while conns.try_join_next().is_some() {}
+        let shared = shared.clone();
+        conns.spawn(async move {
+            let reset = Arc::new(Notify::new());
+            let svc = {
+                let reset = reset.clone();
+                service_fn(move |req| serve(shared.clone(), index, req, reset.clone()))
+            };
+            let conn = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc);
+            // Dropping the connection closes the socket with the request unanswered.
+            tokio::select! {
+                _ = conn => {}
+                _ = reset.notified() => {}
+            }
+        });
+    }
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    connection: usize,
+    req: Request<Incoming>,
+    reset: Arc<Notify>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let content_type = parts
+        .headers
+        .get(hyper::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let is_form = content_type
+        .as_deref()
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    let recorded = Recorded {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: decode(parts.uri.query().unwrap_or("").as_bytes()),
+        form: if is_form { decode(&body) } else { Vec::new() },
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (n.as_str().to_string(), value)
+            })
+            .collect(),
+        connection,
+    };
+    let bad_type = (!body.is_empty() && !is_form).then(|| content_type.unwrap_or_default());
+    let fault = {
+        let mut state = shared.lock();
+        state.requests.push(recorded.clone());
+        state.next_fault(&recorded.path)
+    };
+    let reply = match fault {
+        Some(Fault::Reset) => {
+            reset.notify_one();
+            return std::future::pending().await;
+        }
+        Some(Fault::Status {
+            status,
+            should_retry,
+            error_type,
+            message,
+        }) => {
+            let body = json!({ "error": { "type": error_type, "message": message } });
+            let headers = should_retry
+                .map(|r| vec![("stripe-should-retry", r.to_string())])
+                .unwrap_or_default();
+            Reply {
+                status,
+                body,
+                headers,
+            }
+        }
+        other => {
+            let delay = match other {
+                Some(Fault::Delay(d)) => Some(d),
+                _ => None,
+            };
+            // Its own task, so the work finishes even if the client hangs up, as at Stripe.
+            tokio::spawn(handle(shared, recorded, bad_type, delay))
+                .await
+                .unwrap_or_else(|e| {
+                    let message = format!("the fake Stripe handler failed: {e}");
+                    reply_err(api_error(500, "api_error", message, None, None))
+                })
+        }
+    };
+    Ok(into_response(reply))
+}
+
+fn decode(bytes: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(bytes).into_owned().collect()
+}
+
+fn into_response(reply: Reply) -> Response<Full<Bytes>> {
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(reply.status).expect("a valid status"))
+        .header("content-type", "application/json")
+        .header("request-id", format!("req_{}", random_id(14)));
+    for (name, value) in reply.headers {
+        builder = builder.header(name, value);
+    }
+    let body = serde_json::to_vec_pretty(&reply.body).expect("JSON");
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .expect("response")
+}
+
+/// Auth, idempotency, the optional delay, then the endpoint.
+async fn handle(
+    shared: Arc<Shared>,
+    rec: Recorded,
+    bad_type: Option<String>,
+    delay: Option<Duration>,
+) -> Reply {
+    let key = match authenticate(&rec) {
+        Ok(key) => key,
+        Err(e) => return reply_err(e),
+    };
+    if let Some(t) = bad_type {
+        let message = format!("Invalid request: unsupported Content-Type {t}. If error persists and you need assistance, please contact support@stripe.com.");
+        return reply_err(invalid(message, None, None));
+    }
+    let live = key.starts_with("sk_live_");
+    // Stripe merges query parameters into a POST's parameters.
+    let params: Vec<(String, String)> = match rec.method.as_str() {
+        "POST" => rec.query.iter().chain(&rec.form).cloned().collect(),
+        _ => rec.query.clone(),
+    };
+    let idempotency = match rec.header("idempotency-key") {
+        Some(k) if rec.method == "POST" => Some((key, k.to_string())),
+        _ => None,
+    };
+    let fingerprint = format!("{} {} {:?}", rec.method, rec.path, params);
+    if let Some(id) = &idempotency {
+        let mut state = shared.lock();
+        match state.idempotency.get(id) {
+            Some(Idempotency::InProgress) => {
+                let message = format!("There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through): {}. Please try again later.", id.1);
+                let code = Some("idempotency_key_in_use");
+                return reply_err(api_error(409, "idempotency_error", message, None, code));
+            }
+            Some(Idempotency::Done {
+                fingerprint: saved,
+                reply,
+            }) => {
+                if *saved != fingerprint {
+                    let message = format!("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{}' if you meant to execute a different request.", id.1);
+                    return reply_err(api_error(400, "idempotency_error", message, None, None));
+                }
+                let mut reply = reply.clone();
+                reply.headers.push(("idempotent-replayed", "true".into()));
+                return reply;
+            }
+            None => {
+                state
+                    .idempotency
+                    .insert(id.clone(), Idempotency::InProgress);
+            }
+        }
+    }
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    let mut state = shared.lock();
+    let mut reply = match state.route(&rec.method, &rec.path, &params, live) {
+        Ok(body) => Reply {
+            status: 200,
+            body,
+            headers: Vec::new(),
+        },
+        Err(e) => reply_err(e),
+    };
+    if let Some(id) = idempotency {
+        reply.headers.push(("idempotency-key", id.1.clone()));
+        // Stripe saves only requests that ran; a refused one may be retried afresh.
+        if reply.status == 200 {
+            let done = Idempotency::Done {
+                fingerprint,
+                reply: reply.clone(),
+            };
+            state.idempotency.insert(id, done);
+        } else {
+            state.idempotency.remove(&id);
+        }
+    }
+    reply
+}
+
+/// The secret key from `Authorization: Bearer`, or Stripe's 401/403.
+fn authenticate(rec: &Recorded) -> Result<String, ApiError> {
+    let Some(value) = rec.header("authorization") else {
+        let message = "You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY'). See https://stripe.com/docs/api#authentication for details, or we can help at https://support.stripe.com/.";
+        return Err(api_error(
+            401,
+            "invalid_request_error",
+            message.into(),
+            None,
+            None,
+        ));
+    };
+    let key = value.strip_prefix("Bearer ").unwrap_or(value);
+    match (value.starts_with("Bearer "), key_type(key)) {
+        (true, Some("sk")) => Ok(key.to_string()),
+        // A restricted key is real but, in this fake, allowed nothing: Stripe's 403.
+        (true, Some(_)) => {
+            let message = format!("The provided key '{}' does not have the required permissions for this endpoint on account 'acct_1FakeStripe000000'. Having the 'rak_write' permission would allow this request to continue.", redact(key));
+            Err(api_error(403, "invalid_request_error", message, None, None))
+        }
+        _ => {
+            let message = format!("Invalid API Key provided: {}", redact(key));
+            Err(api_error(401, "invalid_request_error", message, None, None))
+        }
+    }
+}
+
+/// `sk` (secret) or `rk` (restricted) for a well-formed test or live key.
+fn key_type(key: &str) -> Option<&str> {
+    let (kind, rest) = key.split_once('_')?;
+    let rest = rest
+        .strip_prefix("test_")
+        .or_else(|| rest.strip_prefix("live_"))?;
+    let ok = matches!(kind, "sk" | "rk")
+        && !rest.is_empty()
+        && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    ok.then_some(kind)
+}
+
+/// Stripe's way of naming a key without revealing it: the mode prefix, stars
+/// and, for long keys, the last four characters.
+fn redact(key: &str) -> String {
+    let prefixes = [
+        "sk_test_", "sk_live_", "rk_test_", "rk_live_", "pk_test_", "pk_live_",
+    ];
+    let prefix = prefixes
+        .iter()
+        .find(|p| key.starts_with(*p))
+        .copied()
+        .unwrap_or("");
+    let rest: Vec<char> = key[prefix.len()..].chars().collect();
+    let tail = if rest.len() > 12 { 4 } else { 0 };
+    let stars = "*".repeat(rest.len() - tail);
+    let last: String = rest[rest.len() - tail..].iter().collect();
+    format!("{prefix}{stars}{last}")
+}
+
+impl State {
+    fn next_fault(&mut self, path: &str) -> Option<Fault> {
+        self.faults
+            .iter_mut()
+            .find(|(prefix, queue)| path.starts_with(prefix.as_str()) && !queue.is_empty())
+            .and_then(|(_, queue)| queue.pop_front())
+    }
+
+    fn route(
+        &mut self,
+        method: &str,
+        path: &str,
+        params: &Params,
+        live: bool,
+    ) -> Result<Value, ApiError> {
+        match (method, path) {
+            ("POST", "/v1/checkout/sessions") => self.create_checkout_session(params, live),
+            ("POST", "/v1/billing_portal/sessions") => self.create_portal_session(params, live),
+            ("POST", "/v1/customers") => self.create_customer(params, live),
+            ("GET", "/v1/customers/search") => self.search_customers(params),
+            _ => match (method, customer_id_in(path)) {
+                ("GET", Some(id)) => self.retrieve_customer(id, params),
+                _ => {
+                    let message = format!("Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.");
+                    Err(api_error(404, "invalid_request_error", message, None, None))
+                }
+            },
+        }
+    }
+
+    fn create_checkout_session(&mut self, params: &Params, live: bool) -> Result<Value, ApiError> {
+        let mut one: HashMap<&str, &str> = HashMap::new();
+        let mut lines: BTreeMap<usize, (Option<&str>, Option<&str>)> = BTreeMap::new();
+        let (mut metadata, mut sub_metadata) = (Vec::new(), Vec::new());
+        let mut trial = None;
+        for (k, v) in params {
+            let Some(segments) = segments(k) else {
+                return Err(unknown(k));
+            };
+            match segments.as_slice() {
+                [name @ ("mode"
+                | "success_url"
+                | "cancel_url"
+                | "client_reference_id"
+                | "customer"
+                | "customer_email"
+                | "customer_creation"
+                | "allow_promotion_codes")] => {
+                    one.insert(*name, non_empty(k, v)?);
+                }
+                ["line_items", i, field @ ("price" | "quantity")] => {
+                    let line = lines.entry(array_index(i, "line_items")?).or_default();
+                    let value = Some(non_empty(k, v)?);
+                    match *field {
+                        "price" => line.0 = value,
+                        _ => line.1 = value,
+                    }
+                }
+                ["metadata", key] => metadata.push((*key, v.as_str())),
+                ["subscription_data", "metadata", key] => sub_metadata.push((*key, v.as_str())),
+                ["subscription_data", "trial_period_days"] => trial = Some(non_empty(k, v)?),
+                ["expand", i] => expand_index(i)?,
+                _ => return Err(unknown(k)),
+            }
+        }
+        let metadata = check_metadata("metadata", &metadata)?;
+        // Checked, not kept: the fake makes no subscriptions.
+        check_metadata("subscription_data[metadata]", &sub_metadata)?;
+        let mode = *one.get("mode").ok_or_else(|| missing("mode"))?;
+        if !["payment", "setup", "subscription"].contains(&mode) {
+            let message = "Invalid mode: must be one of payment, setup, or subscription";
+            return Err(invalid(message.into(), Some("mode"), None));
+        }
+        let customer = one.get("customer").copied();
+        let email = one.get("customer_email").copied();
+        if customer.is_some() && email.is_some() {
+            let message = "You may only specify one of these parameters: customer, customer_email.";
+            return Err(invalid(
+                message.into(),
+                Some("customer"),
+                Some("parameters_exclusive"),
+            ));
+        }
+        if let Some(id) = customer {
+            self.customer(id)
+                .ok_or_else(|| no_such("customer", id, "customer"))?;
+        }
+        if let Some(email) = email {
+            check_email(email, "customer_email")?;
+        }
+        let creation = one.get("customer_creation").copied();
+        if let Some(creation) = creation {
+            if !["always", "if_required"].contains(&creation) {
+                let message = "Invalid customer_creation: must be one of if_required or always";
+                return Err(invalid(message.into(), Some("customer_creation"), None));
+            }
+            if mode != "payment" {
+                let message = "`customer_creation` can only be used in `payment` mode.";
+                return Err(invalid(message.into(), Some("customer_creation"), None));
+            }
+        }
+        let reference = one.get("client_reference_id").copied();
+        if let Some(reference) = reference.filter(|r| r.chars().count() > 200) {
+            let message = format!("Invalid string: {reference}; must be at most 200 characters");
+            return Err(invalid(message, Some("client_reference_id"), None));
+        }
+        for name in ["success_url", "cancel_url"] {
+            if let Some(url) = one.get(name) {
+                check_url(url, name)?;
+            }
+        }
+        let promotion_codes = match one.get("allow_promotion_codes") {
+            Some(v) => Some(boolean(v, "allow_promotion_codes")?),
+            None => None,
+        };
+        let trial = match trial {
+            Some(v) => Some(integer(v, "subscription_data[trial_period_days]", 1, 730)?),
+            None => None,
+        };
+        if (trial.is_some() || !sub_metadata.is_empty()) && mode != "subscription" {
+            let message = format!("You can not pass `subscription_data` in `{mode}` mode.");
+            return Err(invalid(message, Some("subscription_data"), None));
+        }
+        if mode == "setup" && !lines.is_empty() {
+            let message = "You can not pass `line_items` in `setup` mode.";
+            return Err(invalid(message.into(), Some("line_items"), None));
+        }
+        if mode != "setup" && lines.is_empty() {
+            return Err(missing("line_items"));
+        }
+        let mut any_recurring = false;
+        for (i, (price, quantity)) in &lines {
+            let param = format!("line_items[{i}][price]");
+            let price = price.ok_or_else(|| missing(&param))?;
+            let Some(quantity) = quantity else {
+                let message = format!("Quantity is required. Add `quantity` to `line_items[{i}]`");
+                let param = format!("line_items[{i}][quantity]");
+                return Err(invalid(message, Some(&param), Some("parameter_missing")));
+            };
+            integer(quantity, &format!("line_items[{i}][quantity]"), 1, 999_999)?;
+            let recurring = *self
+                .prices
+                .get(price)
+                .ok_or_else(|| no_such("price", price, &param))?;
+            if recurring && mode == "payment" {
+                let message = "You specified `payment` mode but passed a recurring price. Either switch to `subscription` mode or use only one-time prices.";
+                return Err(invalid(
+                    message.into(),
+                    Some(&format!("line_items[{i}]")),
+                    None,
+                ));
+            }
+            any_recurring |= recurring;
+        }
+        if mode == "subscription" && !any_recurring {
+            let message = "You must provide at least one recurring price in `subscription` mode when using prices.";
+            return Err(invalid(message.into(), Some("line_items"), None));
+        }
+        let id = format!(
+            "cs_{}_a1{}",
+            if live { "live" } else { "test" },
+            random_id(56)
+        );
+        let payment_status = match mode {
+            "setup" => "no_payment_required",
+            _ => "unpaid",
+        };
+        let mut session = fixture(CHECKOUT_SESSION);
+        let now = now();
+        for (field, value) in [
+            ("id", json!(id)),
+            (
+                "url",
+                json!(format!("https://checkout.stripe.com/c/pay/{id}")),
+            ),
+            ("mode", json!(mode)),
+            ("customer", json!(customer)),
+            ("customer_email", json!(email)),
+            ("customer_creation", json!(creation)),
+            // Filled in on completion, not at creation.
+            ("customer_details", Value::Null),
+            ("payment_intent", Value::Null),
+            ("subscription", Value::Null),
+            ("client_reference_id", json!(reference)),
+            ("metadata", Value::Object(metadata)),
+            ("success_url", json!(one.get("success_url"))),
+            ("cancel_url", json!(one.get("cancel_url"))),
+            ("allow_promotion_codes", json!(promotion_codes)),
+            ("status", json!("open")),
+            ("payment_status", json!(payment_status)),
+            ("livemode", json!(live)),
+            ("created", json!(now)),
+            ("expires_at", json!(now + 24 * 3600)),
+        ] {
+            session[field] = value;
+        }
+        self.checkout_sessions.push(session.clone());
+        Ok(session)
+    }
+
+    fn create_portal_session(&mut self, params: &Params, live: bool) -> Result<Value, ApiError> {
+        let (mut customer, mut return_url) = (None, None);
+        for (k, v) in params {
+            match segments(k).as_deref() {
+                Some(["customer"]) => customer = Some(non_empty(k, v)?),
+                Some(["return_url"]) => return_url = Some(non_empty(k, v)?),
+                Some(["expand", i]) => expand_index(i)?,
+                _ => return Err(unknown(k)),
+            }
+        }
+        let customer = customer.ok_or_else(|| missing("customer"))?;
+        self.customer(customer)
+            .ok_or_else(|| no_such("customer", customer, "customer"))?;
+        if let Some(url) = return_url {
+            check_url(url, "return_url")?;
+        }
+        let id = format!("bps_1{}", random_id(23));
+        let mut session = fixture(PORTAL_SESSION);
+        for (field, value) in [
+            ("id", json!(id)),
+            ("customer", json!(customer)),
+            ("return_url", json!(return_url)),
+            (
+                "url",
+                json!(format!("https://billing.stripe.com/p/session/{id}")),
+            ),
+            // Only set when the request passes flow_data, which the fake refuses.
+            ("flow", Value::Null),
+            ("livemode", json!(live)),
+            ("created", json!(now())),
+        ] {
+            session[field] = value;
+        }
+        self.portal_sessions.push(session.clone());
+        Ok(session)
+    }
+
+    fn create_customer(&mut self, params: &Params, live: bool) -> Result<Value, ApiError> {
+        let mut one: HashMap<&str, &str> = HashMap::new();
+        let mut metadata = Vec::new();
+        for (k, v) in params {
+            match segments(k).as_deref() {
+                Some([name @ ("email" | "name" | "description")]) => {
+                    one.insert(*name, non_empty(k, v)?);
+                }
+                Some(["metadata", key]) => metadata.push((*key, v.as_str())),
+                Some(["expand", i]) => expand_index(i)?,
+                _ => return Err(unknown(k)),
+            }
+        }
+        let metadata = check_metadata("metadata", &metadata)?;
+        if let Some(email) = one.get("email") {
+            check_email(email, "email")?;
+        }
+        let id = format!("cus_{}", random_id(14));
+        let get = |name| one.get(name).copied();
+        let object = customer_object(
+            &id,
+            get("email"),
+            get("name"),
+            get("description"),
+            metadata,
+            live,
+        );
+        // Search lags behind writes at Stripe; see `make_searchable`.
+        self.customers.push(StoredCustomer {
+            object: object.clone(),
+            searchable: false,
+        });
+        Ok(object)
+    }
+
+    fn search_customers(&self, params: &Params) -> Result<Value, ApiError> {
+        let (mut query, mut limit, mut page) = (None, 10, 0);
+        for (k, v) in params {
+            match segments(k).as_deref() {
+                Some(["query"]) => query = Some(non_empty(k, v)?),
+                Some(["limit"]) => limit = integer(non_empty(k, v)?, "limit", 1, 100)? as usize,
+                Some(["page"]) => {
+                    let bad = || invalid(format!("Invalid page: {v}"), Some("page"), None);
+                    let offset = non_empty(k, v)?.strip_prefix("page_").ok_or_else(bad)?;
+                    page = offset.parse().map_err(|_| bad())?;
+                }
+                Some(["expand", i]) => expand_index(i)?,
+                _ => return Err(unknown(k)),
+            }
+        }
+        let query = query.ok_or_else(|| missing("query"))?;
+        let (key, value) = parse_metadata_query(query).ok_or_else(|| {
+            let message = format!("Invalid query: `{query}`. This fake Stripe understands only metadata['KEY']:'VALUE' (see https://stripe.com/docs/search#search-query-language).");
+            invalid(message, Some("query"), None)
+        })?;
+        let found: Vec<&Value> = self
+            .customers
+            .iter()
+            .filter(|c| c.searchable && c.object["metadata"][&key] == value.as_str())
+            .map(|c| &c.object)
+            .collect();
+        let end = (page + limit).min(found.len());
+        let has_more = end < found.len();
+        Ok(json!({
+            "object": "search_result",
+            "data": found.get(page.min(end)..end).unwrap_or_default(),
+            "has_more": has_more,
+            "next_page": has_more.then(|| format!("page_{end}")),
+            "url": "/v1/customers/search",
+        }))
+    }
+
+    fn retrieve_customer(&self, id: &str, params: &Params) -> Result<Value, ApiError> {
+        for (k, _) in params {
+            match segments(k).as_deref() {
+                Some(["expand", i]) => expand_index(i)?,
+                _ => return Err(unknown(k)),
+            }
+        }
+        self.customer(id).cloned().ok_or_else(|| ApiError {
+            status: 404,
+            ..no_such("customer", id, "id")
+        })
+    }
+
+    fn customer(&self, id: &str) -> Option<&Value> {
+        self.customers
+            .iter()
+            .map(|c| &c.object)
+            .find(|c| c["id"] == id)
+    }
+}
+
+/// `/v1/customers/{id}` -> `id`.
+fn customer_id_in(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/customers/")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// A customer built on the fixture: the fields a new customer has.
+fn customer_object(
+    id: &str,
+    email: Option<&str>,
+    name: Option<&str>,
+    description: Option<&str>,
+    metadata: serde_json::Map<String, Value>,
+    live: bool,
+) -> Value {
+    let mut customer = fixture(CUSTOMER);
+    for (field, value) in [
+        ("id", json!(id)),
+        ("email", json!(email)),
+        ("name", json!(name)),
+        ("description", json!(description)),
+        ("metadata", Value::Object(metadata)),
+        ("created", json!(now())),
+        ("livemode", json!(live)),
+        // The fixture's discount, shipping and currency belong to an older customer.
+        ("discount", Value::Null),
+        ("shipping", Value::Null),
+        ("address", Value::Null),
+        ("currency", Value::Null),
+        ("invoice_prefix", json!(random_id(8).to_uppercase())),
+    ] {
+        customer[field] = value;
+    }
+    customer
+}
+
+fn fixture(text: &str) -> Value {
+    serde_json::from_str(text).expect("fixture JSON")
+}
+
+/// `line_items[0][price]` -> `["line_items", "0", "price"]`; `None` when the
+/// brackets do not pair up.
+fn segments(key: &str) -> Option<Vec<&str>> {
+    let (root, mut rest) = key.split_at(key.find('[').unwrap_or(key.len()));
+    if root.is_empty() || root.contains(']') {
+        return None;
+    }
+    let mut out = vec![root];
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix('[')?;
+        let end = inner.find(']')?;
+        if inner[..end].contains('[') {
+            return None;
+        }
+        out.push(&inner[..end]);
+        rest = &inner[end + 1..];
+    }
+    Some(out)
+}
+
+fn array_index(i: &str, root: &str) -> Result<usize, ApiError> {
+    i.parse()
+        .map_err(|_| invalid("Invalid array".into(), Some(root), None))
+}
+
+/// `expand[]` and `expand[N]` are both Stripe's array syntax.
+fn expand_index(i: &str) -> Result<(), ApiError> {
+    if i.is_empty() {
+        return Ok(());
+    }
+    array_index(i, "expand").map(drop)
+}
+
+/// Stripe reads an empty value as "unset", which a create cannot do.
+fn non_empty<'a>(param: &str, value: &'a str) -> Result<&'a str, ApiError> {
+    if !value.is_empty() {
+        return Ok(value);
+    }
+    let message = format!("You passed an empty string for '{param}'. We assume empty values are an attempt to unset a parameter; however '{param}' cannot be unset. You should remove '{param}' from your request or supply a non-empty value.");
+    Err(invalid(
+        message,
+        Some(param),
+        Some("parameter_invalid_empty"),
+    ))
+}
+
+/// Stripe's limits: 50 keys, keys up to 40 characters, values up to 500.
+/// Empty values are dropped (they unset a key).
+fn check_metadata(
+    param: &str,
+    pairs: &[(&str, &str)],
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    if pairs.len() > 50 {
+        let message = format!(
+            "Metadata can have up to 50 keys, but you passed in {} keys.",
+            pairs.len()
+        );
+        return Err(invalid(message, Some(param), None));
+    }
+    let mut out = serde_json::Map::new();
+    for (key, value) in pairs {
+        let field = format!("{param}[{key}]");
+        if key.is_empty() {
+            return Err(invalid("Invalid hash".into(), Some(param), None));
+        }
+        let key_len = key.chars().count();
+        if key_len > 40 {
+            let message = format!("Metadata keys can have up to 40 characters, but you passed in a key that is {key_len} characters. Invalid key: {key}");
+            return Err(invalid(message, Some(&field), None));
+        }
+        let value_len = value.chars().count();
+        if value_len > 500 {
+            let message = format!("Metadata values can have up to 500 characters, but you passed in a value that is {value_len} characters. Invalid value: {value}");
+            return Err(invalid(message, Some(&field), None));
+        }
+        if !value.is_empty() {
+            out.insert(key.to_string(), Value::from(*value));
+        }
+    }
+    Ok(out)
+}
+
+fn check_email(email: &str, param: &str) -> Result<(), ApiError> {
+    let ok = email.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && !domain.contains('@')
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+    }) && !email.chars().any(char::is_whitespace);
+    if ok {
+        return Ok(());
+    }
+    let message = format!("Invalid email address: {email}");
+    Err(invalid(message, Some(param), Some("email_invalid")))
+}
+
+fn check_url(value: &str, param: &str) -> Result<(), ApiError> {
+    let ok = url::Url::parse(value)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if ok {
+        return Ok(());
+    }
+    Err(invalid(
+        "Not a valid URL".into(),
+        Some(param),
+        Some("url_invalid"),
+    ))
+}
+
+fn boolean(value: &str, param: &str) -> Result<bool, ApiError> {
+    value
+        .parse()
+        .map_err(|_| invalid(format!("Invalid boolean: {value}"), Some(param), None))
+}
+
+fn integer(value: &str, param: &str, min: i64, max: i64) -> Result<i64, ApiError> {
+    let n: i64 = value.parse().map_err(|_| {
+        let message = format!("Invalid integer: {value}");
+        invalid(message, Some(param), Some("parameter_invalid_integer"))
+    })?;
+    if n < min {
+        let message = format!("This value must be greater than or equal to {min}.");
+        return Err(invalid(message, Some(param), None));
+    }
+    if n > max {
+        let message = format!("This value must be less than or equal to {max}.");
+        return Err(invalid(message, Some(param), None));
+    }
+    Ok(n)
+}
+
+/// Parses `metadata['KEY']:'VALUE'` (single or double quotes, `\` escaping
+/// a quote or a backslash) and nothing else.
+fn parse_metadata_query(query: &str) -> Option<(String, String)> {
+    let rest = query.strip_prefix("metadata[")?;
+    let (key, rest) = quoted(rest)?;
+    let rest = rest.strip_prefix("]:")?;
+    let (value, rest) = quoted(rest)?;
+    rest.is_empty().then_some((key, value))
+}
+
+/// A quoted string at the start of `s`, unescaped, and what follows it.
+fn quoted(s: &str) -> Option<(String, &str)> {
+    let quote = s.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let mut out = String::new();
+    let mut chars = s.char_indices().skip(1);
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                (_, e @ ('\'' | '"' | '\\')) => out.push(e),
+                _ => return None,
+            },
+            c if c == quote => return Some((out, &s[i + 1..])),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+fn api_error(
+    status: u16,
+    kind: &'static str,
+    message: String,
+    param: Option<&str>,
+    code: Option<&'static str>,
+) -> ApiError {
+    ApiError {
+        status,
+        kind,
+        message,
+        param: param.map(str::to_string),
+        code,
+    }
+}
+
+fn invalid(message: String, param: Option<&str>, code: Option<&'static str>) -> ApiError {
+    api_error(400, "invalid_request_error", message, param, code)
+}
+
+fn unknown(param: &str) -> ApiError {
+    let message = format!("Received unknown parameter: {param}");
+    invalid(message, Some(param), Some("parameter_unknown"))
+}
+
+fn missing(param: &str) -> ApiError {
+    let message = format!("Missing required param: {param}.");
+    invalid(message, Some(param), Some("parameter_missing"))
+}
+
+fn no_such(kind: &str, id: &str, param: &str) -> ApiError {
+    let message = format!("No such {kind}: '{id}'");
+    invalid(message, Some(param), Some("resource_missing"))
+}
+
+fn reply_err(e: ApiError) -> Reply {
+    let mut error = json!({ "type": e.kind, "message": e.message });
+    if let Some(param) = e.param {
+        error["param"] = json!(param);
+    }
+    if let Some(code) = e.code {
+        error["code"] = json!(code);
+        error["doc_url"] = json!(format!(
+            "https://stripe.com/docs/error-codes/{}",
+            code.replace('_', "-")
+        ));
+    }
+    Reply {
+        status: e.status,
+        body: json!({ "error": error }),
+        headers: Vec::new(),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// Lower-case hex, the shape of a Stripe id's tail (theirs are base62).
+fn random_id(len: usize) -> String {
+    let mut id = String::new();
+    while id.len() < len {
+        id.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    id.truncate(len);
+    id
+}
