@@ -402,6 +402,7 @@ fn named(body: &Map<String, Value>) -> Result<Named, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn settings() -> config::Checkout {
         config::Checkout {
@@ -634,5 +635,37 @@ mod tests {
         body["quantity"] = json!(3.0);
         let request = parse(body).unwrap();
         assert_eq!((request.quantity, request.trial_days), (3, Some(14)));
+    }
+
+    /// The handler is a plain function: called here with no server and no
+    /// socket.
+    #[tokio::test]
+    async fn answer_runs_without_a_server() {
+        let config = Config::parse("[auth]\nhs256_secret = \"s3cret\"\n", &|_| None).unwrap();
+        let state = State::new(config);
+        let portal = &state.routes.routes()[1];
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({"sub": "u1", "role": "authenticated", "aud": "authenticated", "exp": 4102444800u64}),
+            &jsonwebtoken::EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap();
+        let request = |auth: Option<&str>| {
+            let mut request = Request::post("/api/stripe/create-portal");
+            if let Some(auth) = auth {
+                request = request.header("authorization", format!("Bearer {auth}"));
+            }
+            request.body(Bytes::from_static(b"{}")).unwrap()
+        };
+        let mut user = None;
+        let anonymous = answer(&state, portal, vec![], request(None), &mut user).await;
+        assert!(matches!(
+            anonymous,
+            Err(Error::Rejected(Rejection::NotSignedIn))
+        ));
+        assert_eq!(user, None);
+        let signed_in = answer(&state, portal, vec![], request(Some(&token)), &mut user).await;
+        assert!(matches!(signed_in, Err(Error::BillingNotConfigured)));
+        assert_eq!(user.as_deref(), Some("u1"));
     }
 }

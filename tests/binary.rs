@@ -320,6 +320,46 @@ async fn every_request_gets_exactly_one_json_access_line() {
 }
 
 #[tokio::test]
+async fn the_access_line_names_only_a_verified_user() {
+    let app = FakeApp::start().await;
+    let secret = "binary-test-jwt-secret-with-32-characters";
+    let sidecar = Sidecar::builder(&app.url())
+        .set("auth", &format!("hs256_secret = \"{secret}\""))
+        .spawn();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = serde_json::json!({"sub": "user-log-1", "role": "authenticated",
+                                    "aud": "authenticated", "exp": exp});
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let valid = jsonwebtoken::encode(&Default::default(), &claims, &key).unwrap();
+    let forged = jsonwebtoken::encode(
+        &Default::default(),
+        &serde_json::json!({"sub": "user-log-2", "role": "authenticated", "aud": "authenticated", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(b"not the secret"),
+    )
+    .unwrap();
+    for (token, path) in [
+        (&valid, "/api/stripe/create-portal"),
+        (&forged, "/api/stripe//create-portal"),
+    ] {
+        let header = format!("Authorization: Bearer {token}\r\n");
+        raw::request(sidecar.addr, "POST", path, &header).await;
+    }
+    let lines = stop(sidecar).await;
+    let access = access_lines(&lines);
+    assert_eq!(access.len(), 2, "{lines:#?}");
+    assert_eq!(access[0]["user_id"], "user-log-1", "{}", access[0]);
+    assert!(
+        access[1].get("user_id").is_none(),
+        "a forged token names no one: {}",
+        access[1]
+    );
+}
+
+#[tokio::test]
 async fn tokens_and_cookies_never_reach_the_log() {
     let app = FakeApp::start().await;
     let sidecar = Sidecar::builder(&app.url()).spawn();
