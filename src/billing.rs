@@ -6,9 +6,11 @@
 //! learns who is calling ([`crate::identity`]), then checks the body with
 //! the contract's exact messages before anything is looked up or created,
 //! then resolves the customer ([`crate::customers`]) and calls Stripe
-//! ([`crate::stripe`]). Webhooks answer 503 until their handler lands.
+//! ([`crate::stripe`]). Webhooks are verified ([`crate::webhook`]) and
+//! forwarded to the app.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{header, Request, Response};
@@ -25,10 +27,11 @@ use stripe_checkout::CheckoutSessionMode;
 use crate::config::{self, Origin};
 use crate::error::{full, Error};
 use crate::identity::{Caller, Named, Rejection, Subject};
+use crate::proxy;
 use crate::routes::{Action, Mode, Route};
 use crate::server::State;
 use crate::stripe::Stripe;
-use crate::Body;
+use crate::{webhook, Body};
 
 /// Webhook bodies may be this large (Stripe's events are far smaller).
 pub const WEBHOOK_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -40,16 +43,75 @@ pub async fn handle(
     route: &Route,
     params: Vec<(String, String)>,
     request: Request<Incoming>,
+    peer: SocketAddr,
     user: &mut Option<String>,
 ) -> Result<Response<Body>, Error> {
-    let limit = match route.action {
-        Action::Webhook => WEBHOOK_MAX_BODY_BYTES,
-        Action::Checkout | Action::Portal => state.config.server.max_body_bytes,
-    };
+    if route.action == Action::Webhook {
+        return webhook(state, route, request, peer).await;
+    }
     let (parts, body) = request.into_parts();
-    let body = read_body(&parts.headers, body, limit).await?;
+    let body = read_body(&parts.headers, body, state.config.server.max_body_bytes).await?;
     let response = answer(state, route, params, Request::from_parts(parts, body), user).await?;
     Ok(response.map(full))
+}
+
+/// A Stripe event: verified on its raw bytes, applied to the customer
+/// cache, then forwarded byte-for-byte to the app with its original headers
+/// (so the app's own verification passes) and the app's reply returned, or
+/// acknowledged here when the route has no `forward_to`. An event that
+/// fails verification goes nowhere.
+async fn webhook(
+    state: &State,
+    route: &Route,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, Error> {
+    let settings = &state.config.stripe;
+    if settings.webhook_secrets.is_empty() {
+        return Err(Error::WebhookNotConfigured);
+    }
+    let (mut parts, body) = request.into_parts();
+    let signature = parts
+        .headers
+        .get("stripe-signature")
+        .ok_or_else(|| Error::BadRequest("Missing Stripe-Signature header".into()))?;
+    let invalid = || Error::BadRequest("Invalid Stripe signature".into());
+    let signature = signature.to_str().map_err(|_| invalid())?.to_owned();
+    let body = read_body(&parts.headers, body, WEBHOOK_MAX_BODY_BYTES).await?;
+    let now = std::time::SystemTime::now();
+    webhook::verify(
+        &signature,
+        &body,
+        &settings.webhook_secrets,
+        settings.webhook_tolerance,
+        now,
+    )
+    .map_err(|why| {
+        tracing::info!(?why, "refused a webhook");
+        invalid()
+    })?;
+    webhook::apply(&body, &state.customers).await;
+    let Some(forward_to) = &route.forward_to else {
+        return Ok(crate::error::json(
+            http::StatusCode::OK,
+            &json!({ "received": true }),
+        ));
+    };
+    let target = match parts.uri.query() {
+        Some(query) => format!("{forward_to}?{query}"),
+        None => forward_to.clone(),
+    };
+    parts.uri = target
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| Error::Internal(e.into()))?;
+    let authority = parts.uri.authority().cloned();
+    proxy::rewrite_request_headers(&mut parts.headers, authority.as_ref(), peer.ip(), false);
+    let mut response = state
+        .proxy
+        .send(Request::from_parts(parts, full(body)))
+        .await?;
+    proxy::strip_hop_by_hop(response.headers_mut(), false);
+    Ok(response.map(crate::boxed))
 }
 
 /// Reads a whole body, refusing more than `limit` bytes (by
@@ -83,9 +145,6 @@ pub async fn answer(
     request: Request<Bytes>,
     user: &mut Option<String>,
 ) -> Result<Response<Bytes>, Error> {
-    if route.action == Action::Webhook {
-        return Err(Error::BillingNotConfigured);
-    }
     let identity = &state.identity;
     let caller = identity.caller(request.headers(), route.action).await?;
     let needs_user = route.action == Action::Portal || state.config.checkout.require_sign_in;

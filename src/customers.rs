@@ -98,6 +98,7 @@ impl Customers {
     ) -> Customers {
         let cache = Cache::builder()
             .max_capacity(settings.cache_capacity)
+            .support_invalidation_closures()
             .expire_after(Lifetimes {
                 ttl: settings.cache_ttl,
                 negative_ttl: settings.negative_ttl,
@@ -162,12 +163,14 @@ impl Customers {
     }
 
     /// Drops every cached entry naming `customer_id` (a deleted customer).
-    pub fn forget_customer(&self, customer_id: &str) -> Result<(), Error> {
+    pub fn forget_customer(&self, customer_id: &str) {
         let customer_id = customer_id.to_string();
-        self.cache
-            .invalidate_entries_if(move |_, entry| entry.as_deref() == Some(&*customer_id))
-            .map(|_| ())
-            .map_err(|e| Error::Internal(e.to_string().into()))
+        let dropped = self
+            .cache
+            .invalidate_entries_if(move |_, entry| entry.as_deref() == Some(&*customer_id));
+        if let Err(error) = dropped {
+            tracing::error!(%error, "cannot drop a deleted customer from the cache");
+        }
     }
 
     async fn lookup(&self, stripe: &Stripe, user_id: &str) -> Result<Entry, Error> {

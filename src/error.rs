@@ -26,6 +26,8 @@ pub enum Error {
     MethodNotAllowed { allow: &'static str },
     #[error("Billing is not configured")]
     BillingNotConfigured,
+    #[error("Webhook secret is not configured")]
+    WebhookNotConfigured,
     /// Stripe refused the secret key; detail is logged, never sent.
     #[error("Billing is misconfigured")]
     StripeMisconfigured,
@@ -58,9 +60,9 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Error::BillingNotConfigured | Error::LookupUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::BillingNotConfigured
+            | Error::WebhookNotConfigured
+            | Error::LookupUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::StripeMisconfigured => StatusCode::INTERNAL_SERVER_ERROR,
             Error::StripeRejected(_) => StatusCode::BAD_REQUEST,
             Error::StripeUnavailable => StatusCode::BAD_GATEWAY,

@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod stripe;
+pub mod webhook;
 
 pub use config::Config;
 pub use server::{Server, Signal};

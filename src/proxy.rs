@@ -28,8 +28,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Upstream;
 use crate::error::Error;
-use crate::metrics::{KindLabel, Metrics};
+use crate::metrics::KindLabel;
 use crate::{Body, BoxError};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 /// Idle keep-alive connections kept to the app; more are opened under load
 /// and closed when idle.
@@ -40,10 +42,11 @@ pub struct Proxy {
     client: Client<HttpConnector, Body>,
     authority: http::uri::Authority,
     read_timeout: Option<Duration>,
+    errors: Family<KindLabel, Counter>,
 }
 
 impl Proxy {
-    pub fn new(upstream: &Upstream) -> Proxy {
+    pub fn new(upstream: &Upstream, errors: Family<KindLabel, Counter>) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(upstream.connect_timeout));
         connector.set_nodelay(true);
@@ -56,6 +59,7 @@ impl Proxy {
             client,
             authority: upstream.authority.clone(),
             read_timeout: upstream.read_timeout,
+            errors,
         }
     }
 
@@ -65,7 +69,6 @@ impl Proxy {
         &self,
         mut request: Request<Incoming>,
         peer: SocketAddr,
-        metrics: &Metrics,
         tunnels: &TaskTracker,
     ) -> Result<Response<Body>, Error> {
         let upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
@@ -77,21 +80,7 @@ impl Proxy {
             upgrade.is_some(),
         );
         let outbound = Request::from_parts(parts, crate::boxed(body));
-        let mut response = match self.send(outbound).await {
-            Ok(response) => response,
-            Err(error) => {
-                let kind = match &error {
-                    Error::UpstreamTimeout => "timeout",
-                    Error::Upstream { kind, .. } => kind,
-                    _ => "other",
-                };
-                metrics
-                    .upstream_errors
-                    .get_or_create(&KindLabel { kind })
-                    .inc();
-                return Err(error);
-            }
-        };
+        let mut response = self.send(outbound).await?;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client_side)) = (switching, upgrade) {
             let app_side = hyper::upgrade::on(&mut response);
@@ -111,8 +100,25 @@ impl Proxy {
     }
 
     /// Sends a request to the app: the path and query of `request` are kept
-    /// byte-for-byte, the scheme and authority become the app's.
-    pub async fn send(&self, mut request: Request<Body>) -> Result<Response<Incoming>, Error> {
+    /// byte-for-byte, the scheme and authority become the app's. Failures
+    /// are counted by kind.
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, Error> {
+        let result = self.send_uncounted(request).await;
+        if let Err(error) = &result {
+            let kind = match error {
+                Error::UpstreamTimeout => "timeout",
+                Error::Upstream { kind, .. } => kind,
+                _ => "request",
+            };
+            self.errors.get_or_create(&KindLabel { kind }).inc();
+        }
+        result
+    }
+
+    async fn send_uncounted(
+        &self,
+        mut request: Request<Body>,
+    ) -> Result<Response<Incoming>, Error> {
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
         *request.uri_mut() = Uri::builder()
             .scheme("http")

@@ -76,7 +76,7 @@ impl State {
         let client = https_client(config.upstream.connect_timeout);
         State {
             routes: RouteTable::new(config.routes.clone()),
-            proxy: Proxy::new(&config.upstream),
+            proxy: Proxy::new(&config.upstream, metrics.upstream_errors.clone()),
             identity: Identity::new(
                 &config.auth,
                 client.clone(),
@@ -321,7 +321,7 @@ async fn handle(
     let (action, result) = match state.routes.find(request.method(), request.uri().path()) {
         Match::Local { route, params } => (
             route.action.as_str(),
-            billing::handle(&state, route, params, request, &mut user_id).await,
+            billing::handle(&state, route, params, request, peer, &mut user_id).await,
         ),
         Match::WrongMethod { route } => (
             route.action.as_str(),
@@ -329,10 +329,7 @@ async fn handle(
         ),
         Match::Proxy => (
             "proxy",
-            state
-                .proxy
-                .forward(request, peer, &state.metrics, &state.tunnels)
-                .await,
+            state.proxy.forward(request, peer, &state.tunnels).await,
         ),
     };
     let response = result.unwrap_or_else(Error::into_response);

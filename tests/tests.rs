@@ -9,3 +9,4 @@ mod billing;
 mod binary;
 mod identity;
 mod proxy;
+mod webhook;

@@ -43,6 +43,21 @@ struct Shared {
     customers: Mutex<std::collections::HashMap<String, String>>,
     /// Each lookup: the request target and its `x-lookup-key` header.
     lookups: Mutex<Vec<(String, Option<String>)>>,
+    /// The app's own webhook endpoint: its secret, the status it answers
+    /// verified events with, and what it received.
+    webhook_secret: Mutex<String>,
+    webhook_status: Mutex<u16>,
+    webhooks: Mutex<Vec<Received>>,
+}
+
+/// A webhook as the app received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    /// Whether the app's own Stripe signature check passed.
+    pub verified: bool,
 }
 
 /// A running fake app; dropping it stops the listener and every open HTTP connection.
@@ -66,6 +81,9 @@ impl FakeApp {
             jwks_fetches: AtomicUsize::new(0),
             customers: Mutex::default(),
             lookups: Mutex::default(),
+            webhook_secret: Mutex::new(String::new()),
+            webhook_status: Mutex::new(200),
+            webhooks: Mutex::default(),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         FakeApp { addr, shared, task }
@@ -95,6 +113,22 @@ impl FakeApp {
     /// The customer lookups received: target and `x-lookup-key` header.
     pub fn lookups(&self) -> Vec<(String, Option<String>)> {
         self.shared.lookups.lock().unwrap().clone()
+    }
+
+    /// The secret the app's own `/api/stripe/webhook` verifies with, as an
+    /// app using `stripe.webhooks.constructEvent` would.
+    pub fn set_webhook_secret(&self, secret: &str) {
+        *self.shared.webhook_secret.lock().unwrap() = secret.into();
+    }
+
+    /// The status the app answers verified webhooks with (default 200).
+    pub fn set_webhook_status(&self, status: u16) {
+        *self.shared.webhook_status.lock().unwrap() = status;
+    }
+
+    /// The webhooks the app received.
+    pub fn webhooks(&self) -> Vec<Received> {
+        self.shared.webhooks.lock().unwrap().clone()
     }
 
     /// How many times `/jwks.json` was fetched.
@@ -178,6 +212,9 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
                 None => not_found(),
             }
         }
+        p if p.starts_with("/api/stripe/webhook") || p.starts_with("/hooks/") => {
+            webhook(req, shared).await
+        }
         "/jwks.json" => {
             shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
             let body = shared.jwks.lock().unwrap().clone();
@@ -185,6 +222,69 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
         }
         _ => not_found(),
     }
+}
+
+/// The app's own webhook handler: it checks `Stripe-Signature` itself
+/// (HMAC-SHA256 over `t.body`, any `v1`), independently of the sidecar.
+async fn webhook(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
+    use hmac::Mac;
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let header = parts
+        .headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let timestamp = header
+        .split(',')
+        .find_map(|p| p.strip_prefix("t="))
+        .unwrap_or_default();
+    let secret = shared.webhook_secret.lock().unwrap().clone();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(&body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let verified = header
+        .split(',')
+        .filter_map(|p| p.strip_prefix("v1="))
+        .any(|sig| sig == expected);
+    shared.webhooks.lock().unwrap().push(Received {
+        uri: parts.uri.to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+        verified,
+    });
+    if !verified {
+        return text(StatusCode::BAD_REQUEST, "app: bad signature".into());
+    }
+    let status = *shared.webhook_status.lock().unwrap();
+    let mut response = text(
+        StatusCode::from_u16(status).unwrap(),
+        format!("app handled the event ({status})"),
+    );
+    response
+        .headers_mut()
+        .insert("x-app-webhook", HeaderValue::from_static("1"));
+    response
 }
 
 async fn echo(req: Request<Incoming>) -> Response<Body> {
