@@ -45,6 +45,15 @@ pub struct KindLabel {
 /// did not accept the connection, failed mid-request, or was too slow.
 pub const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "request", "timeout"];
 
+/// `endpoint` of `stripe_sidecar_stripe_requests_total`: the Stripe API
+/// paths the sidecar calls.
+pub const STRIPE_ENDPOINTS: [&str; 4] = [
+    "checkout_sessions",
+    "billing_portal_sessions",
+    "customers_search",
+    "customers",
+];
+
 fn duration_histogram() -> Histogram {
     // 1 ms to ~33 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -72,7 +81,7 @@ impl Metrics {
         let requests = Family::default();
         let request_duration =
             Family::new_with_constructor(duration_histogram as fn() -> Histogram);
-        let stripe_requests = Family::default();
+        let stripe_requests: Family<StripeLabels, Counter> = Family::default();
         let customer_cache: Family<ResultLabel, Counter> = Family::default();
         let auth_rejections = Family::default();
         let upstream_errors: Family<KindLabel, Counter> = Family::default();
@@ -112,6 +121,14 @@ impl Metrics {
         }
         for kind in UPSTREAM_ERROR_KINDS {
             upstream_errors.get_or_create(&KindLabel { kind }).get();
+        }
+        for endpoint in STRIPE_ENDPOINTS {
+            stripe_requests
+                .get_or_create(&StripeLabels {
+                    endpoint,
+                    outcome: "ok",
+                })
+                .get();
         }
         Metrics {
             registry,

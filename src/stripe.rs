@@ -252,7 +252,7 @@ impl StripeClient for Stripe {
     }
 }
 
-/// The `endpoint` label: the API path without ids.
+/// The `endpoint` label: one of [`crate::metrics::STRIPE_ENDPOINTS`].
 fn endpoint(path: &str) -> &'static str {
     match path {
         "/checkout/sessions" => "checkout_sessions",
