@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod billing;
 mod binary;
+mod deploy;
 mod identity;
 mod proxy;
 mod webhook;
