@@ -631,10 +631,6 @@ impl Origin {
             None => format!("{}://{host}", url.scheme()),
         }))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 fn secs(n: u64) -> Duration {

@@ -160,10 +160,6 @@ impl Server {
         self.admin.local_addr().expect("bound")
     }
 
-    pub fn state(&self) -> &Arc<State> {
-        &self.state
-    }
-
     /// Serves until `shutdown` resolves, then stops as the contract says.
     pub async fn run(self, shutdown: impl Future<Output = Signal>) {
         let Server {

@@ -194,11 +194,6 @@ impl Process {
         eventually(limit, || child.try_wait().expect("wait").is_some()).await;
         self.child.try_wait().unwrap().unwrap()
     }
-
-    /// The next stdout line, waiting at most `limit`.
-    pub fn next_line(&self, limit: Duration) -> Option<String> {
-        self.lines.recv_timeout(limit).ok()
-    }
 }
 
 impl Drop for Process {
