@@ -76,19 +76,20 @@ impl Error {
         }
     }
 
-    /// The reply for this error. The only place errors become HTTP.
-    pub fn into_response(self) -> Response<Body> {
+    /// The reply for this error. The only place errors become HTTP; the
+    /// failures that are not the caller's are logged with `request_id`.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
         let message = match &self {
             Error::Upstream { .. } => {
-                tracing::warn!(error = %self, "proxy failed");
+                tracing::warn!(request_id, error = %self, "proxy failed");
                 "The app is unavailable".to_string()
             }
             Error::UpstreamTimeout => {
-                tracing::warn!(error = %self, "proxy timed out");
+                tracing::warn!(request_id, error = %self, "proxy timed out");
                 "The app did not answer in time".to_string()
             }
             Error::Internal(_) => {
-                tracing::error!(error = %self, "request failed");
+                tracing::error!(request_id, error = %self, "request failed");
                 "Internal error".to_string()
             }
             _ => self.to_string(),
@@ -190,7 +191,7 @@ mod tests {
             ),
         ];
         for (error, status, message) in cases {
-            let response = error.into_response();
+            let response = error.into_response("test");
             assert_eq!(response.status(), status);
             assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
             assert_eq!(
@@ -202,7 +203,7 @@ mod tests {
 
     #[tokio::test]
     async fn method_not_allowed_names_the_allowed_method() {
-        let response = Error::MethodNotAllowed { allow: "POST" }.into_response();
+        let response = Error::MethodNotAllowed { allow: "POST" }.into_response("test");
         assert_eq!(response.status(), 405);
         assert_eq!(response.headers()[header::ALLOW], "POST");
     }

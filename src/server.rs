@@ -328,7 +328,7 @@ async fn handle(
             state.proxy.forward(request, peer, &state.tunnels).await,
         ),
     };
-    let response = result.unwrap_or_else(Error::into_response);
+    let response = result.unwrap_or_else(|error| error.into_response(&request_id));
     let log = RequestLog {
         status: response.status().as_u16(),
         user_id,
