@@ -47,10 +47,17 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init(config.server.log_format);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.server.worker_threads > 0 {
-        runtime.worker_threads(config.server.worker_threads);
-    }
+    // One worker needs no work-stealing scheduler: the single-threaded one
+    // does the same with fewer cross-thread wake-ups.
+    let mut runtime = match config.server.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(n);
+            runtime
+        }
+    };
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
