@@ -143,6 +143,21 @@ fn form(request: &Recorded) -> Vec<(String, String)> {
     form
 }
 
+/// The form of a `payment()` checkout, plus `extra` fields.
+fn payment_form(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let base = [
+        ("mode", "payment"),
+        ("line_items[0][price]", "price_once"),
+        ("line_items[0][quantity]", "1"),
+        (
+            "success_url",
+            "https://myapp.com/done?session_id={CHECKOUT_SESSION_ID}",
+        ),
+        ("cancel_url", "https://myapp.com/pricing"),
+    ];
+    pairs(&[&base[..], extra].concat())
+}
+
 fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut pairs: Vec<_> = expected
         .iter()
@@ -165,19 +180,7 @@ async fn anonymous_checkout_sends_no_customer_fields() {
     );
     let sessions = w.sessions();
     assert_eq!(sessions.len(), 1);
-    assert_eq!(
-        form(&sessions[0]),
-        pairs(&[
-            ("mode", "payment"),
-            ("line_items[0][price]", "price_once"),
-            ("line_items[0][quantity]", "1"),
-            (
-                "success_url",
-                "https://myapp.com/done?session_id={CHECKOUT_SESSION_ID}"
-            ),
-            ("cancel_url", "https://myapp.com/pricing"),
-        ])
-    );
+    assert_eq!(form(&sessions[0]), payment_form(&[]));
     assert_eq!(
         sessions[0].header("authorization"),
         Some("Bearer sk_test_sidecar")
@@ -215,15 +218,7 @@ async fn a_known_customer_is_found_by_search_and_then_cached() {
     for session in w.sessions() {
         assert_eq!(
             form(&session),
-            pairs(&[
-                ("mode", "payment"),
-                ("line_items[0][price]", "price_once"),
-                ("line_items[0][quantity]", "1"),
-                (
-                    "success_url",
-                    "https://myapp.com/done?session_id={CHECKOUT_SESSION_ID}"
-                ),
-                ("cancel_url", "https://myapp.com/pricing"),
+            payment_form(&[
                 ("client_reference_id", "user-1"),
                 ("customer", "cus_known"),
                 ("metadata[user_id]", "user-1"),

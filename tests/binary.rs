@@ -450,14 +450,8 @@ async fn text_log_format_writes_plain_lines() {
 
 #[tokio::test]
 async fn sigterm_fails_readiness_drains_then_finishes_in_flight_requests() {
-    let app = FakeApp::start().await;
-    let mut sidecar = Sidecar::builder(&app.url())
-        .set("server", "shutdown_drain_seconds = 1")
-        .set("server", "shutdown_grace_seconds = 5")
-        .spawn();
+    let (_app, mut sidecar, slow) = slow_request_in_flight(1, 5, 2500).await;
     assert_eq!(get(sidecar.admin, "/readyz", "").await.status, 200);
-    let slow = tokio::spawn(get(sidecar.addr, "/slow?ms=2500", ""));
-    eventually(Duration::from_secs(5), || app.requests() == 1).await;
 
     let signalled = Instant::now();
     sidecar.signal("TERM");
@@ -495,13 +489,7 @@ async fn sigterm_fails_readiness_drains_then_finishes_in_flight_requests() {
 /// includes the grace period after the app listener has closed.
 #[tokio::test]
 async fn healthz_answers_while_in_flight_requests_finish() {
-    let app = FakeApp::start().await;
-    let mut sidecar = Sidecar::builder(&app.url())
-        .set("server", "shutdown_drain_seconds = 0")
-        .set("server", "shutdown_grace_seconds = 5")
-        .spawn();
-    let slow = tokio::spawn(get(sidecar.addr, "/slow?ms=1500", ""));
-    eventually(Duration::from_secs(5), || app.requests() == 1).await;
+    let (_app, mut sidecar, slow) = slow_request_in_flight(0, 5, 1500).await;
 
     sidecar.signal("TERM");
 
@@ -524,13 +512,7 @@ async fn healthz_answers_while_in_flight_requests_finish() {
 
 #[tokio::test]
 async fn sigint_stops_accepting_at_once_and_finishes_in_flight_requests() {
-    let app = FakeApp::start().await;
-    let mut sidecar = Sidecar::builder(&app.url())
-        .set("server", "shutdown_drain_seconds = 5")
-        .set("server", "shutdown_grace_seconds = 5")
-        .spawn();
-    let slow = tokio::spawn(get(sidecar.addr, "/slow?ms=1500", ""));
-    eventually(Duration::from_secs(5), || app.requests() == 1).await;
+    let (_app, mut sidecar, slow) = slow_request_in_flight(5, 5, 1500).await;
 
     sidecar.signal("INT");
 
@@ -718,6 +700,24 @@ where
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A binary sidecar with the given drain and grace (seconds), and a request
+/// to the app's `/slow?ms=SLOW_MS` already in flight through it.
+async fn slow_request_in_flight(
+    drain: u64,
+    grace: u64,
+    slow_ms: u64,
+) -> (FakeApp, Process, tokio::task::JoinHandle<RawResponse>) {
+    let app = FakeApp::start().await;
+    let sidecar = Sidecar::builder(&app.url())
+        .set("server", &format!("shutdown_drain_seconds = {drain}"))
+        .set("server", &format!("shutdown_grace_seconds = {grace}"))
+        .spawn();
+    let (addr, path) = (sidecar.addr, format!("/slow?ms={slow_ms}"));
+    let slow = tokio::spawn(async move { get(addr, &path, "").await });
+    eventually(Duration::from_secs(5), || app.requests() == 1).await;
+    (app, sidecar, slow)
 }
 
 /// Stops the sidecar with SIGINT and returns every stdout line after its

@@ -229,11 +229,7 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
 async fn webhook(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
     use hmac::Mac;
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let body = read_all(body).await;
     let header = parts
         .headers
         .get("stripe-signature")
@@ -289,11 +285,7 @@ async fn webhook(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
 
 async fn echo(req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let body = read_all(body).await;
     // hyper's HeaderMap keeps first-seen name order but groups repeated names together.
     let headers: Vec<[String; 2]> = parts
         .headers
@@ -453,4 +445,12 @@ fn json(body: String) -> Response<Body> {
 
 fn not_found() -> Response<Body> {
     text(StatusCode::NOT_FOUND, "not found".into())
+}
+
+/// The whole request body (empty if the client broke off).
+async fn read_all(body: Incoming) -> Bytes {
+    body.collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default()
 }
