@@ -20,12 +20,19 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 3] = [Action::Checkout, Action::Portal, Action::Webhook];
+
+    /// The name in `config.toml`, the logs and the metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Checkout => "checkout",
             Action::Portal => "portal",
             Action::Webhook => "webhook",
         }
+    }
+
+    pub fn parse(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == name)
     }
 }
 
@@ -34,6 +41,32 @@ impl Action {
 pub enum Mode {
     Payment,
     Subscription,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 2] = [Mode::Payment, Mode::Subscription];
+
+    /// The name in `config.toml` and in request bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Payment => "payment",
+            Mode::Subscription => "subscription",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+/// `"a", "b" or "c"`, for messages that list the accepted names.
+pub fn one_of(names: impl IntoIterator<Item = &'static str>) -> String {
+    let quoted: Vec<String> = names.into_iter().map(|n| format!("{n:?}")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
