@@ -1,40 +1,46 @@
 //! The admin port: `/healthz`, `/readyz` and `/metrics`, nothing else.
 //!
 //! It is a separate listener so probes and scrapes never compete with, or
-//! get proxied as, app traffic.
+//! get proxied as, app traffic. `/metrics` speaks the format the scraper's
+//! `Accept` asks for (see [`crate::metrics`]).
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
-use crate::error::full;
-use crate::metrics::CONTENT_TYPE;
-use crate::server::State;
-use crate::Body;
+use crate::body::{full, Body};
+use crate::metrics::Metrics;
 
 /// Answers one admin request.
-pub fn handle<B>(state: &State, request: &Request<B>) -> Response<Body> {
+pub fn handle<B>(ready: bool, metrics: &Metrics, request: &Request<B>) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n".into());
     }
     match request.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if state.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" if ready => text(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into()),
         "/metrics" => {
-            let mut response = Response::new(full(state.metrics.encode()));
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-            response
+            let accept = request
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            match metrics.encode(accept) {
+                Ok((content_type, body)) => text(StatusCode::OK, content_type, body),
+                Err(error) => {
+                    tracing::error!(%error, "cannot encode the metrics");
+                    text(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "error\n".into())
+                }
+            }
         }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response
         .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

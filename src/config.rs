@@ -526,6 +526,7 @@ pub struct Server {
     pub access_log: bool,
     /// 0: one per core.
     pub worker_threads: usize,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -744,6 +745,7 @@ fn validate_server(raw: &RawServer, p: &mut Vec<Problem>) -> Server {
         log_format,
         access_log: raw.access_log,
         worker_threads: raw.worker_threads as usize,
+        trusted_proxies: Vec::new(),
     }
 }
 

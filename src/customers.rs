@@ -20,8 +20,6 @@ use http::Request;
 use http_body_util::Full;
 use moka::future::Cache;
 use moka::ops::compute::Op;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use sha2::{Digest, Sha256};
 use stripe::{IdempotencyKey, RequestStrategy, StripeRequest};
 
@@ -29,7 +27,7 @@ use crate::config::{CustomerSource, Customers as Settings};
 use crate::error::Error;
 use crate::http_client::{fetch, HttpsClient};
 use crate::identity::User;
-use crate::metrics::ResultLabel;
+use crate::metrics::Metrics;
 use crate::stripe::{Stripe, StripeError};
 
 const LOOKUP_MAX_BYTES: usize = 64 * 1024;
@@ -49,7 +47,7 @@ pub struct Customers {
     client: HttpsClient,
     /// Bounds an `http` lookup.
     timeout: Duration,
-    results: Family<ResultLabel, Counter>,
+    metrics: Arc<Metrics>,
 }
 
 /// Found customers live `ttl`, "none" lives `negative_ttl`.
@@ -94,7 +92,7 @@ impl Customers {
         settings: &Settings,
         client: HttpsClient,
         timeout: Duration,
-        results: Family<ResultLabel, Counter>,
+        metrics: Arc<Metrics>,
     ) -> Customers {
         let cache = Cache::builder()
             .max_capacity(settings.cache_capacity)
@@ -109,27 +107,25 @@ impl Customers {
             cache,
             client,
             timeout,
-            results,
+            metrics,
         }
-    }
-
-    fn count(&self, result: &'static str) {
-        self.results.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// The user's customer, if any.
     pub async fn find(&self, stripe: &Stripe, user_id: &str) -> Result<Entry, Error> {
         if let Some(entry) = self.cache.get(user_id).await {
-            self.count("hit");
+            self.metrics.customer_cache(true);
             return Ok(entry);
         }
-        self.count("miss");
+        self.metrics.customer_cache(false);
+        // Requests that waited on one lookup share its error.
         self.cache
             .try_get_with(user_id.to_string(), self.lookup(stripe, user_id))
             .await
             .map_err(|error: Arc<Error>| match &*error {
-                Error::StripeMisconfigured => Error::StripeMisconfigured,
-                _ => Error::LookupUnavailable,
+                Error::Stripe(error) => Error::Stripe(error.clone()),
+                Error::LookupUnavailable(cause) => Error::LookupUnavailable(cause.clone()),
+                other => Error::LookupUnavailable(other.to_string()),
             })
     }
 
@@ -196,7 +192,7 @@ impl Customers {
         let found = stripe_core::customer::SearchCustomer::new(query)
             .send(stripe)
             .await
-            .map_err(|error| lookup_error(error, "Stripe customer search"))?;
+            .map_err(lookup_error)?;
         Ok(found
             .data
             .into_iter()
@@ -220,8 +216,10 @@ impl Customers {
             user.id,
             user.email.as_deref().unwrap_or("")
         ));
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        let key = IdempotencyKey::new(format!("stripe-sidecar-customer-{hex}"))
+        let key = IdempotencyKey::new(format!(
+            "stripe-sidecar-customer-{}",
+            hex::encode(&digest[..16])
+        ))
             .map_err(|e| Error::Internal(e.into()))?;
         let customer = create
             .customize()
@@ -248,10 +246,8 @@ impl Customers {
         let request = request
             .body(Full::new(Bytes::new()))
             .map_err(|e| Error::Internal(e.into()))?;
-        let failed = |why: String| {
-            tracing::warn!(%why, "customer lookup failed");
-            Error::LookupUnavailable
-        };
+        // The URL itself may carry a credential: only the key is named.
+        let failed = |why: String| Error::LookupUnavailable(format!("customers.lookup_url: {why}"));
         let (status, body) = fetch(&self.client, request, self.timeout, LOOKUP_MAX_BYTES)
             .await
             .map_err(|e| failed(e.to_string()))?;
@@ -270,13 +266,12 @@ impl Customers {
     }
 }
 
-/// A lookup that failed: 500 when Stripe refused the key, else 503.
-fn lookup_error(error: StripeError, what: &str) -> Error {
+/// A search that failed: 500 when Stripe refused the key, else 503.
+fn lookup_error(error: StripeError) -> Error {
     if error.is_auth() {
-        return Error::from(error);
+        return Error::Stripe(error);
     }
-    tracing::warn!(%error, "{what} failed");
-    Error::LookupUnavailable
+    Error::LookupUnavailable(format!("Stripe customer search: {error}"))
 }
 
 /// Escapes a value for a Stripe search query string (`'` and `\`).

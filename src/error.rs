@@ -1,19 +1,21 @@
 //! The one error type of a request, and the one function that turns it into
 //! an HTTP reply (as linkerd2-proxy's `errors/respond.rs` does).
 //!
-//! Handlers and the proxy return [`Error`]; [`Error::into_response`] picks
-//! the status and the JSON `{"error": ...}` body. User mistakes are not
-//! logged as errors; unknown failures are logged (with their cause) and the
-//! client only ever sees a generic message, so no internal detail, key or
-//! Stripe error dump can leak through a reply.
+//! Everything a request can fail with is an [`Error`]; [`Error::into_response`]
+//! decides its status, the JSON `{"error": ...}` message the client sees,
+//! and whether and how loudly it is logged. The client's own mistakes are
+//! not logged as errors; failures that are not the client's are logged
+//! once, here, inside the request's span (so the line carries its
+//! `request_id`), and the client only ever sees a fixed message, so no
+//! internal detail, key or Stripe error dump can leak through a reply.
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 
+use crate::body::{self, Body, ReadError};
 use crate::identity::Rejection;
+use crate::metrics::UpstreamFailure;
 use crate::stripe::StripeError;
-use crate::{Body, BoxError};
+use crate::BoxError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -22,101 +24,133 @@ pub enum Error {
     BadRequest(String),
     #[error("Request body is too large")]
     BodyTooLarge,
+    /// The client broke its body's framing (bad chunks) or went away.
+    #[error("Malformed request body")]
+    MalformedBody(#[source] BoxError),
     #[error("Method not allowed: use {allow}")]
     MethodNotAllowed { allow: &'static str },
     #[error("Billing is not configured")]
     BillingNotConfigured,
     #[error("Webhook secret is not configured")]
     WebhookNotConfigured,
-    /// Stripe refused the secret key; detail is logged, never sent.
-    #[error("Billing is misconfigured")]
-    StripeMisconfigured,
-    /// Stripe refused the request; its message is for the caller.
-    #[error("{0}")]
-    StripeRejected(String),
-    #[error("Stripe is unavailable, please try again")]
-    StripeUnavailable,
-    /// The customer lookup failed; nothing was created.
-    #[error("Billing is temporarily unavailable")]
-    LookupUnavailable,
     /// A caller refused by `identity`.
     #[error("{}", rejection_message(*.0))]
     Rejected(Rejection),
-    /// The app could not be reached or failed mid-request.
-    #[error("app unreachable ({kind}): {source}")]
+    /// A Stripe call that failed, after its retries.
+    #[error(transparent)]
+    Stripe(StripeError),
+    /// The customer lookup failed (the cause is logged); nothing was
+    /// created.
+    #[error("Billing is temporarily unavailable")]
+    LookupUnavailable(String),
+    /// The app could not be reached, failed mid-request or was too slow;
+    /// `cause` names the address (`connection refused to 127.0.0.1:3000`).
+    #[error("app {failure:?}: {cause}")]
     Upstream {
-        kind: &'static str,
-        source: BoxError,
+        failure: UpstreamFailure,
+        cause: String,
     },
-    #[error("app did not answer within upstream.read_timeout_ms")]
-    UpstreamTimeout,
     #[error("internal error: {0}")]
     Internal(BoxError),
 }
 
+impl From<Rejection> for Error {
+    fn from(rejection: Rejection) -> Error {
+        Error::Rejected(rejection)
+    }
+}
+
+impl From<StripeError> for Error {
+    fn from(error: StripeError) -> Error {
+        Error::Stripe(error)
+    }
+}
+
+impl From<ReadError> for Error {
+    fn from(error: ReadError) -> Error {
+        match error {
+            ReadError::TooLarge => Error::BodyTooLarge,
+            ReadError::Malformed(cause) => Error::MalformedBody(cause),
+        }
+    }
+}
+
 impl Error {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+    /// The status, the message the client sees, and the log line, if any:
+    /// every such decision is here.
+    fn reply(&self) -> (StatusCode, String) {
+        let status = match self {
+            Error::BadRequest(_) | Error::MalformedBody(_) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::BillingNotConfigured
             | Error::WebhookNotConfigured
-            | Error::LookupUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Error::StripeMisconfigured => StatusCode::INTERNAL_SERVER_ERROR,
-            Error::StripeRejected(_) => StatusCode::BAD_REQUEST,
-            Error::StripeUnavailable => StatusCode::BAD_GATEWAY,
+            | Error::LookupUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Rejected(Rejection::ActionNotAllowed | Rejection::NeedsApiKey) => {
                 StatusCode::FORBIDDEN
             }
             Error::Rejected(_) => StatusCode::UNAUTHORIZED,
+            Error::Stripe(error) if error.is_auth() => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Stripe(StripeError::Refused { .. }) => StatusCode::BAD_REQUEST,
+            Error::Stripe(_) => StatusCode::BAD_GATEWAY,
+            Error::Upstream {
+                failure: UpstreamFailure::Timeout,
+                ..
+            } => StatusCode::GATEWAY_TIMEOUT,
             Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// The reply for this error. The only place errors become HTTP; the
-    /// failures that are not the caller's are logged with `request_id`.
-    pub fn into_response(self, request_id: &str) -> Response<Body> {
-        let message = match &self {
-            Error::Upstream { .. } => {
-                tracing::warn!(request_id, error = %self, "proxy failed");
-                "The app is unavailable".to_string()
+        };
+        let message = match self {
+            Error::MalformedBody(cause) => {
+                tracing::debug!(%cause, "the client's request body was malformed");
+                self.to_string()
             }
-            Error::UpstreamTimeout => {
-                tracing::warn!(request_id, error = %self, "proxy timed out");
-                "The app did not answer in time".to_string()
+            Error::Stripe(error) if error.is_auth() => {
+                // Stripe's message would name (part of) the key: not logged.
+                tracing::error!(
+                    status = error.status(),
+                    "Stripe refused stripe.secret_key: check the key and its permissions"
+                );
+                "Billing is misconfigured".to_string()
+            }
+            Error::Stripe(StripeError::Refused { message, .. }) => {
+                tracing::info!(error = %self, "Stripe refused the request");
+                message.clone()
+            }
+            Error::Stripe(_) => {
+                tracing::warn!(error = %self, "Stripe call failed");
+                "Stripe is unavailable, please try again".to_string()
+            }
+            Error::LookupUnavailable(cause) => {
+                tracing::warn!(%cause, "customer lookup failed");
+                self.to_string()
+            }
+            Error::Upstream { failure, cause } => {
+                tracing::warn!(%cause, "app unreachable");
+                match failure {
+                    UpstreamFailure::Timeout => "The app did not answer in time".to_string(),
+                    _ => "The app is unavailable".to_string(),
+                }
             }
             Error::Internal(_) => {
-                tracing::error!(request_id, error = %self, "request failed");
+                tracing::error!(error = %self, "request failed");
                 "Internal error".to_string()
             }
             _ => self.to_string(),
         };
-        let mut response = json(self.status(), &serde_json::json!({ "error": message }));
+        (status, message)
+    }
+
+    /// The reply for this error: the only place errors become HTTP.
+    pub fn into_response(self) -> Response<Body> {
+        let (status, message) = self.reply();
+        let mut response = body::json(status, &serde_json::json!({ "error": message }));
         if let Error::MethodNotAllowed { allow } = self {
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         response
-    }
-}
-
-impl From<StripeError> for Error {
-    fn from(error: StripeError) -> Error {
-        match error {
-            error if error.is_auth() => {
-                tracing::error!(%error, "Stripe refused stripe.secret_key");
-                Error::StripeMisconfigured
-            }
-            StripeError::Refused { message, .. } => Error::StripeRejected(message),
-            StripeError::Unavailable(_) | StripeError::Decode(_) => {
-                tracing::warn!(%error, "Stripe call failed");
-                Error::StripeUnavailable
-            }
-        }
     }
 }
 
@@ -130,27 +164,10 @@ fn rejection_message(rejection: Rejection) -> &'static str {
     }
 }
 
-/// A JSON reply.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(full(value.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// A complete body.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
     async fn body(response: Response<Body>) -> serde_json::Value {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -159,6 +176,13 @@ mod tests {
 
     #[tokio::test]
     async fn errors_become_status_and_json() {
+        let refused = |status: u16, message: &str| {
+            Error::Stripe(StripeError::Refused {
+                status,
+                kind: "invalid_request_error".into(),
+                message: message.into(),
+            })
+        };
         let cases: Vec<(Error, u16, &str)> = vec![
             (
                 Error::BadRequest("Price ID is required".into()),
@@ -167,20 +191,54 @@ mod tests {
             ),
             (Error::BodyTooLarge, 413, "Request body is too large"),
             (
+                Error::MalformedBody("bad chunk".into()),
+                400,
+                "Malformed request body",
+            ),
+            (
                 Error::BillingNotConfigured,
                 503,
                 "Billing is not configured",
             ),
             (
+                Error::LookupUnavailable("status 500".into()),
+                503,
+                "Billing is temporarily unavailable",
+            ),
+            (
+                Error::Rejected(Rejection::Expired),
+                401,
+                "Session is invalid or expired",
+            ),
+            (
+                Error::Rejected(Rejection::NeedsApiKey),
+                403,
+                "customerId and userId need an API key",
+            ),
+            (refused(400, "No such price: 'price_x'"), 400, "No such price: 'price_x'"),
+            (
+                refused(401, "Invalid API Key provided: sk_test_****1234"),
+                500,
+                "Billing is misconfigured",
+            ),
+            (
+                Error::Stripe(StripeError::Unavailable("status 500 after 2 retries".into())),
+                502,
+                "Stripe is unavailable, please try again",
+            ),
+            (
                 Error::Upstream {
-                    kind: "connect",
-                    source: "refused 10.0.0.1:3000".into(),
+                    failure: UpstreamFailure::Connect,
+                    cause: "connection refused to 10.0.0.1:3000".into(),
                 },
                 502,
                 "The app is unavailable",
             ),
             (
-                Error::UpstreamTimeout,
+                Error::Upstream {
+                    failure: UpstreamFailure::Timeout,
+                    cause: "timed out".into(),
+                },
                 504,
                 "The app did not answer in time",
             ),
@@ -191,7 +249,7 @@ mod tests {
             ),
         ];
         for (error, status, message) in cases {
-            let response = error.into_response("test");
+            let response = error.into_response();
             assert_eq!(response.status(), status);
             assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
             assert_eq!(
@@ -203,7 +261,7 @@ mod tests {
 
     #[tokio::test]
     async fn method_not_allowed_names_the_allowed_method() {
-        let response = Error::MethodNotAllowed { allow: "POST" }.into_response("test");
+        let response = Error::MethodNotAllowed { allow: "POST" }.into_response();
         assert_eq!(response.status(), 405);
         assert_eq!(response.headers()[header::ALLOW], "POST");
     }

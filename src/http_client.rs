@@ -1,7 +1,7 @@
-//! The outbound HTTP(S) client for the sidecar's own calls (JWKS fetches,
-//! and later customer lookups and Stripe): pooled keep-alive connections,
-//! rustls with the webpki roots and the ring provider, a deadline and a
-//! size limit on every reply.
+//! The outbound HTTP(S) client for the sidecar's own calls (Stripe, JWKS
+//! fetches, the `http` customer lookup): pooled keep-alive connections,
+//! rustls with the webpki roots and the ring provider, and [`fetch`], a
+//! deadline and a size limit on a whole reply.
 //!
 //! Proxied app traffic does not come through here; it uses the plain-HTTP
 //! client in `proxy`.
@@ -21,21 +21,21 @@ use crate::BoxError;
 pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Builds the shared client.
-pub fn https_client(connect_timeout: Duration) -> HttpsClient {
+pub fn https_client(connect_timeout: Duration) -> std::io::Result<HttpsClient> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .expect("the ring provider supports the default protocol versions")
+        .map_err(std::io::Error::other)?
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_timer(TokioTimer::new())
-        .build(https)
+        .build(https))
 }
 
 /// Sends `request` and reads the whole reply, failing after `timeout` or

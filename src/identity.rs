@@ -2,11 +2,11 @@
 //! header or a Supabase auth cookie, verified with jsonwebtoken against
 //! `hs256_secret` or the JWKS; or a server-to-server API key.
 //!
-//! The handlers call [`Identity::caller`] once per request, then
-//! [`Identity::subject`] with the user or customer the body names. Each
-//! refusal is a [`Rejection`]: counted in
-//! `stripe_sidecar_auth_rejections_total{reason}` and turned into the
-//! contract's 401/403 by `error`. No token, cookie or key is ever logged.
+//! The pipeline calls [`Identity::caller`] once per request; a handler
+//! then asks [`Caller::subject`] whom the call is for, given the user or
+//! customer the body names. Each refusal is a [`Rejection`], which `error`
+//! turns into the contract's 401/403 and `metrics` labels. No token,
+//! cookie or key is ever logged.
 //!
 //! Hand-written here: reading `@supabase/ssr` cookies (its chunking and
 //! `base64-` encoding have no Rust crate) and the JWKS cache (jsonwebtoken
@@ -17,7 +17,7 @@
 //! key can pass.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -27,16 +27,12 @@ use http_body_util::Full;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use moka::future::Cache;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{ApiKey, Auth};
-use crate::error::Error;
 use crate::http_client::{fetch, HttpsClient};
-use crate::metrics::ReasonLabel;
 use crate::routes::Action;
 
 /// Longest session token accepted; Supabase's are 1-2 KB.
@@ -60,6 +56,39 @@ pub enum Caller {
     User(Arc<User>),
     /// A server-to-server caller, by the key's configured name.
     ApiKey(String),
+}
+
+impl Caller {
+    /// Whom the call is for: an API-key caller acts for the user or
+    /// customer the body names; anyone else is who they are, and naming
+    /// someone is refused.
+    pub fn subject(&self, named: Named) -> Result<Subject, Rejection> {
+        let names_someone = named.user_id.is_some() || named.customer_id.is_some();
+        match self {
+            Caller::ApiKey(_) => Ok(match (named.customer_id, named.user_id) {
+                (Some(id), _) => Subject::Customer {
+                    id,
+                    email: named.email,
+                },
+                (None, Some(id)) => Subject::User(User {
+                    id,
+                    email: named.email,
+                }),
+                (None, None) => Subject::Anonymous,
+            }),
+            _ if names_someone => Err(Rejection::NeedsApiKey),
+            Caller::User(user) => Ok(Subject::User(User::clone(user))),
+            Caller::Anonymous => Ok(Subject::Anonymous),
+        }
+    }
+
+    /// The verified user's id, for the access log.
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Caller::User(user) => Some(&user.id),
+            _ => None,
+        }
+    }
 }
 
 /// Whom a billing call is for.
@@ -129,25 +158,6 @@ impl Rejection {
         Rejection::NeedsApiKey,
     ];
 
-    /// The `reason` label.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Rejection::NotSignedIn => "no_token",
-            Rejection::BadCookie => "bad_cookie",
-            Rejection::Malformed => "malformed_token",
-            Rejection::Algorithm => "algorithm_not_allowed",
-            Rejection::UnknownKey => "unknown_kid",
-            Rejection::Signature => "bad_signature",
-            Rejection::Expired => "expired",
-            Rejection::NotYetValid => "not_yet_valid",
-            Rejection::Issuer => "wrong_issuer",
-            Rejection::Audience => "wrong_audience",
-            Rejection::Claims => "claims",
-            Rejection::UnknownApiKey => "unknown_api_key",
-            Rejection::ActionNotAllowed => "action_not_allowed",
-            Rejection::NeedsApiKey => "needs_api_key",
-        }
-    }
 }
 
 /// The verifier, built once at start-up.
@@ -156,7 +166,6 @@ pub struct Identity {
     hs256: Option<DecodingKey>,
     jwks: Option<Arc<Jwks>>,
     verified: Cache<[u8; 32], Arc<Verified>>,
-    rejections: Family<ReasonLabel, Counter>,
 }
 
 /// A verified token and when it stops being valid.
@@ -193,18 +202,7 @@ enum Credential {
 impl Identity {
     /// Builds the verifier; with a `jwks_url`, starts fetching the JWKS in
     /// the background (so it must run inside the runtime).
-    pub fn new(
-        settings: &Auth,
-        client: HttpsClient,
-        rejections: Family<ReasonLabel, Counter>,
-    ) -> Identity {
-        for rejection in Rejection::ALL {
-            rejections
-                .get_or_create(&ReasonLabel {
-                    reason: rejection.reason(),
-                })
-                .get();
-        }
+    pub fn new(settings: &Auth, client: HttpsClient) -> Identity {
         let jwks = settings.jwks_url.as_ref().map(|url| {
             Jwks::start(
                 url.as_str(),
@@ -223,63 +221,24 @@ impl Identity {
                 .max_capacity(VERIFIED_CAPACITY)
                 .expire_after(UntilExp)
                 .build(),
-            rejections,
             settings: settings.clone(),
         }
     }
 
-    /// Counts `rejection` and turns it into the reply's error.
-    pub fn reject(&self, rejection: Rejection) -> Error {
-        self.rejections
-            .get_or_create(&ReasonLabel {
-                reason: rejection.reason(),
-            })
-            .inc();
-        Error::Rejected(rejection)
-    }
-
     /// Who sent these headers, for a route doing `action`. No credential
     /// is [`Caller::Anonymous`]; a present but unusable one is refused.
-    pub async fn caller(&self, headers: &HeaderMap, action: Action) -> Result<Caller, Error> {
-        let credential = credential(headers, &self.settings).map_err(|r| self.reject(r))?;
-        match credential {
+    pub async fn caller(&self, headers: &HeaderMap, action: Action) -> Result<Caller, Rejection> {
+        match credential(headers, &self.settings)? {
             None => Ok(Caller::Anonymous),
-            Some(Credential::Jwt(token)) => self
-                .verify(&token)
-                .await
-                .map(Caller::User)
-                .map_err(|r| self.reject(r)),
+            Some(Credential::Jwt(token)) => self.verify(&token).await.map(Caller::User),
             Some(Credential::ApiKey(key)) => {
-                let key = api_key(&self.settings.api_keys, &key)
-                    .ok_or_else(|| self.reject(Rejection::UnknownApiKey))?;
+                let key =
+                    api_key(&self.settings.api_keys, &key).ok_or(Rejection::UnknownApiKey)?;
                 if !key.actions.contains(&action) {
-                    return Err(self.reject(Rejection::ActionNotAllowed));
+                    return Err(Rejection::ActionNotAllowed);
                 }
                 Ok(Caller::ApiKey(key.name.clone()))
             }
-        }
-    }
-
-    /// Whom the call is for: an API-key caller acts for the user or
-    /// customer the body names; anyone else is who they are, and naming
-    /// someone is refused.
-    pub fn subject(&self, caller: &Caller, named: Named) -> Result<Subject, Error> {
-        let names_someone = named.user_id.is_some() || named.customer_id.is_some();
-        match caller {
-            Caller::ApiKey(_) => Ok(match (named.customer_id, named.user_id) {
-                (Some(id), _) => Subject::Customer {
-                    id,
-                    email: named.email,
-                },
-                (None, Some(id)) => Subject::User(User {
-                    id,
-                    email: named.email,
-                }),
-                (None, None) => Subject::Anonymous,
-            }),
-            _ if names_someone => Err(self.reject(Rejection::NeedsApiKey)),
-            Caller::User(user) => Ok(Subject::User(User::clone(user))),
-            Caller::Anonymous => Ok(Subject::Anonymous),
         }
     }
 
@@ -381,18 +340,12 @@ fn api_key<'a>(keys: &'a [ApiKey], presented: &str) -> Option<&'a ApiKey> {
     found
 }
 
-/// The credential in a request: the bearer header first, then each
-/// configured cookie in order.
+/// The credential in a request: a bearer token in the header first, then
+/// each configured cookie in order. Another scheme in the header (Basic
+/// auth in front of a staging site, Digest) or an empty one is not a
+/// session token, so the cookies are still read.
 fn credential(headers: &HeaderMap, settings: &Auth) -> Result<Option<Credential>, Rejection> {
-    if let Some(value) = headers.get(&settings.header) {
-        let value = value.to_str().map_err(|_| Rejection::Malformed)?.trim();
-        let token = match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(Rejection::Malformed),
-        };
-        if token.is_empty() {
-            return Err(Rejection::Malformed);
-        }
+    if let Some(token) = headers.get(&settings.header).and_then(bearer) {
         return Ok(Some(if looks_like_jwt(token) {
             Credential::Jwt(token.to_string())
         } else {
@@ -407,6 +360,13 @@ fn credential(headers: &HeaderMap, settings: &Auth) -> Result<Option<Credential>
         }
     }
     Ok(None)
+}
+
+/// The token of a `Bearer <token>` header value (scheme in any case).
+fn bearer(value: &http::HeaderValue) -> Option<&str> {
+    let (scheme, token) = value.to_str().ok()?.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Three dot-separated base64url parts (the last may be empty, as in the
@@ -436,8 +396,9 @@ fn request_cookies(headers: &HeaderMap) -> Vec<(&str, &str)> {
 }
 
 /// Whether a cookie name matches a configured name, where a `*` stands for
-/// one label without dashes (`sb-*-auth-token` matches
-/// `sb-abcd-auth-token`, not `sb-a-b-auth-token`).
+/// one or more characters other than `.` (`sb-*-auth-token` matches
+/// `sb-abcd-auth-token` and `sb-my-app-auth-token`, never a `NAME.0`
+/// chunk, whose base name is matched instead).
 fn name_matches(pattern: &str, name: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == name,
@@ -445,7 +406,7 @@ fn name_matches(pattern: &str, name: &str) -> bool {
             name.len() > prefix.len() + suffix.len()
                 && name.starts_with(prefix)
                 && name.ends_with(suffix)
-                && !name[prefix.len()..name.len() - suffix.len()].contains(['-', '.'])
+                && !name[prefix.len()..name.len() - suffix.len()].contains('.')
         }
     }
 }
@@ -541,7 +502,9 @@ impl Jwks {
     }
 
     fn lookup(&self, kid: &str, alg: Algorithm) -> Option<DecodingKey> {
-        let keys = self.keys.read().expect("jwks lock").clone();
+        // A panic while the lock was held cannot leave a half-written map
+        // (it is swapped whole), so a poisoned lock is still good.
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner).clone();
         keys.get(kid)
             .filter(|(key_alg, _)| *key_alg == alg)
             .map(|(_, key)| key.clone())
@@ -570,17 +533,19 @@ impl Jwks {
     async fn fetch(&self) -> bool {
         let request = Request::get(&self.url)
             .header(header::ACCEPT, "application/json")
-            .body(Full::new(Bytes::new()))
-            .expect("a valid URL was checked at start-up");
-        let keys = match fetch(&self.client, request, JWKS_TIMEOUT, JWKS_MAX_BYTES).await {
-            Ok((status, body)) if status.is_success() => parse_jwks(&body),
-            Ok((status, _)) => Err(format!("status {status}")),
+            .body(Full::new(Bytes::new()));
+        let keys = match request {
             Err(error) => Err(error.to_string()),
+            Ok(request) => match fetch(&self.client, request, JWKS_TIMEOUT, JWKS_MAX_BYTES).await {
+                Ok((status, body)) if status.is_success() => parse_jwks(&body),
+                Ok((status, _)) => Err(format!("status {status}")),
+                Err(error) => Err(error.to_string()),
+            },
         };
         match keys {
             Ok(keys) => {
                 tracing::debug!(url = %self.url, keys = keys.len(), "JWKS fetched");
-                *self.keys.write().expect("jwks lock") = Arc::new(keys);
+                *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
                 true
             }
             Err(error) => {

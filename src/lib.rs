@@ -1,16 +1,21 @@
 //! stripe-sidecar: a reverse proxy that sits in front of a web app, answers
 //! a few Stripe billing routes itself and proxies everything else.
 //!
-//! A request enters in [`server`], is matched once against the route table
-//! ([`routes`]), and goes either to a local handler ([`billing`]) or to the
-//! app ([`proxy`]); every failure is one [`error::Error`] turned into HTTP
-//! in one place. [`identity`] says who is calling. [`config`] builds the validated configuration everything
-//! starts from, [`admin`] serves health and metrics, [`logging`] writes the
-//! JSON lines.
+//! A request enters in [`server`] (sockets, shutdown, the access log) and
+//! goes through [`app::handle`], the one pipeline: it is matched once
+//! against the route table ([`routes`]) and goes either to a local handler
+//! in [`billing`] (after [`identity`] says who is calling; [`customers`]
+//! and [`stripe`] behind it) or to the app ([`proxy`]); every failure is one
+//! [`error::Error`] turned into HTTP in one place. [`config`] builds the
+//! validated configuration everything starts from, [`admin`] serves health
+//! and [`metrics`], [`logging`] writes the JSON lines, [`body`] holds the
+//! body type and its helpers, [`http_client`] the outbound HTTPS client.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod app;
 pub mod billing;
+pub mod body;
 pub mod config;
 pub mod customers;
 pub mod error;
@@ -22,24 +27,9 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod stripe;
-pub mod webhook;
 
 pub use config::Config;
 pub use server::{Server, Signal};
 
 /// Any error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body of every response the sidecar sends and of every request it
-/// forwards: a streaming body of bytes.
-pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
-
-/// Boxes any body into [`Body`].
-pub fn boxed<B>(body: B) -> Body
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    use http_body_util::BodyExt;
-    body.map_err(Into::into).boxed_unsync()
-}

@@ -4,16 +4,19 @@
 //! The JSON formatter is hand-written because the contract names the fields
 //! (`ts`, `level`, then the event's fields at the top level) and
 //! tracing-subscriber's JSON format nests them under `fields` and calls the
-//! time `timestamp`. Nothing here ever receives a token, cookie or key: the
-//! access line is built from the method, path, status and a verified user id.
+//! time `timestamp`. The fields of the spans an event happens in (the
+//! request span's `request_id`) are written beside the event's own, so
+//! every line a request causes can be joined to its access line. Nothing
+//! here ever receives a token, cookie or key: the access line is built from
+//! the method, path, status and a verified user id.
 
 use std::fmt;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
@@ -27,13 +30,17 @@ pub fn init(format: LogFormat) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_writer(std::io::stdout);
     let _ = match format {
-        LogFormat::Json => builder.event_format(JsonLines).try_init(),
+        LogFormat::Json => builder
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }
 
-/// Formats each event as one JSON object: `ts`, `level`, `target`, then its
-/// fields (`message` included) at the top level.
+/// Formats each event as one JSON object: `ts`, `level`, `target`, the
+/// fields of its spans, then its own fields (`message` included), all at
+/// the top level. Spans' fields must be recorded by [`JsonFields`].
 pub struct JsonLines;
 
 impl<S, N> FormatEvent<S, N> for JsonLines
@@ -43,7 +50,7 @@ where
 {
     fn format_event(
         &self,
-        _ctx: &FmtContext<'_, S, N>,
+        ctx: &FmtContext<'_, S, N>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
@@ -54,6 +61,15 @@ where
         let level = event.metadata().level().as_str().to_ascii_lowercase();
         fields.insert("level".into(), level.into());
         fields.insert("target".into(), event.metadata().target().into());
+        for span in ctx.event_scope().into_iter().flat_map(|scope| scope.from_root()) {
+            let extensions = span.extensions();
+            let Some(recorded) = extensions.get::<FormattedFields<N>>() else {
+                continue;
+            };
+            if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&recorded.fields) {
+                fields.extend(map);
+            }
+        }
         event.record(&mut JsonVisitor(&mut fields));
         writeln!(writer, "{}", serde_json::Value::Object(fields))
     }
@@ -160,5 +176,25 @@ mod tests {
         assert_eq!(line["status"], 503);
         assert_eq!(line["duration_ms"], 1.5);
         assert!(line.get("user_id").is_none(), "unknown user must be absent");
+    }
+
+    #[test]
+    fn lines_inside_a_request_span_carry_its_request_id() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request", request_id = "r-9");
+            span.in_scope(|| tracing::warn!(endpoint = "/customers", "retrying a Stripe call"));
+        });
+        let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(line["request_id"], "r-9", "{out}");
+        assert_eq!(line["endpoint"], "/customers");
+        assert_eq!(line["level"], "warn");
     }
 }

@@ -1,185 +1,375 @@
 //! The Prometheus families of the admin port's `/metrics`, built once at
-//! start-up and shared through the sidecar's state (no global registry).
+//! start-up and shared through the sidecar's state (no global registry),
+//! and every label value they take: the one list of each.
 //!
-//! Only recording lives here; what to count is decided where it happens.
+//! What to count is decided where it happens; how it is named and labelled
+//! is decided here. prometheus-client writes OpenMetrics only, so the
+//! Prometheus text format 0.0.4 (what a scraper gets unless it asks for
+//! OpenMetrics) is derived from it by [`to_prometheus_text`]: hand-written
+//! because the two differ only in counter names and `# EOF`.
+
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::identity::Rejection;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub action: &'static str,
-    pub status: u16,
+struct RequestLabels {
+    action: &'static str,
+    status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ActionLabel {
-    pub action: &'static str,
+struct ActionLabel {
+    action: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StripeLabels {
-    pub endpoint: &'static str,
-    pub outcome: &'static str,
+struct StripeLabels {
+    endpoint: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
-    pub result: &'static str,
+struct ResultLabel {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: &'static str,
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
-    pub kind: &'static str,
+struct KindLabel {
+    kind: &'static str,
 }
 
-/// `kind` of `stripe_sidecar_upstream_errors_total`: the app refused or
-/// did not accept the connection, failed mid-request, or was too slow.
-pub const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "request", "timeout"];
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
 
-/// `endpoint` of `stripe_sidecar_stripe_requests_total`: the Stripe API
-/// paths the sidecar calls.
-pub const STRIPE_ENDPOINTS: [&str; 4] = [
-    "checkout_sessions",
-    "billing_portal_sessions",
-    "customers_search",
-    "customers",
+/// The `action` label of a proxied request (local routes use their
+/// [`crate::routes::Action`] name).
+pub const PROXY: &str = "proxy";
+
+/// How the app failed a proxied request: `kind` of
+/// `stripe_sidecar_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// The app refused or did not accept the connection.
+    Connect,
+    /// The app failed mid-request (reset, closed early, bad reply).
+    Request,
+    /// No response head within `upstream.read_timeout_ms`.
+    Timeout,
+}
+
+impl UpstreamFailure {
+    const ALL: [UpstreamFailure; 3] = [
+        UpstreamFailure::Connect,
+        UpstreamFailure::Request,
+        UpstreamFailure::Timeout,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Request => "request",
+            UpstreamFailure::Timeout => "timeout",
+        }
+    }
+}
+
+/// How one HTTP request to Stripe ended: `outcome` of
+/// `stripe_sidecar_stripe_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripeOutcome {
+    Ok,
+    NetworkError,
+    Timeout,
+    AuthError,
+    Conflict,
+    RateLimited,
+    ServerError,
+    ClientError,
+}
+
+impl StripeOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            StripeOutcome::Ok => "ok",
+            StripeOutcome::NetworkError => "network_error",
+            StripeOutcome::Timeout => "timeout",
+            StripeOutcome::AuthError => "auth_error",
+            StripeOutcome::Conflict => "conflict",
+            StripeOutcome::RateLimited => "rate_limited",
+            StripeOutcome::ServerError => "server_error",
+            StripeOutcome::ClientError => "client_error",
+        }
+    }
+}
+
+/// `endpoint` of `stripe_sidecar_stripe_requests_total`, by Stripe API path
+/// (after `/v1`); any other path is `other`.
+const STRIPE_ENDPOINTS: [(&str, &str); 4] = [
+    ("/checkout/sessions", "checkout_sessions"),
+    ("/billing_portal/sessions", "billing_portal_sessions"),
+    ("/customers/search", "customers_search"),
+    ("/customers", "customers"),
 ];
+
+fn stripe_endpoint(path: &str) -> &'static str {
+    STRIPE_ENDPOINTS
+        .iter()
+        .find_map(|(p, label)| (*p == path).then_some(*label))
+        .unwrap_or("other")
+}
+
+/// `reason` of `stripe_sidecar_auth_rejections_total`.
+fn rejection_reason(rejection: Rejection) -> &'static str {
+    match rejection {
+        Rejection::NotSignedIn => "no_token",
+        Rejection::BadCookie => "bad_cookie",
+        Rejection::Malformed => "malformed_token",
+        Rejection::Algorithm => "algorithm_not_allowed",
+        Rejection::UnknownKey => "unknown_kid",
+        Rejection::Signature => "bad_signature",
+        Rejection::Expired => "expired",
+        Rejection::NotYetValid => "not_yet_valid",
+        Rejection::Issuer => "wrong_issuer",
+        Rejection::Audience => "wrong_audience",
+        Rejection::Claims => "claims",
+        Rejection::UnknownApiKey => "unknown_api_key",
+        Rejection::ActionNotAllowed => "action_not_allowed",
+        Rejection::NeedsApiKey => "needs_api_key",
+    }
+}
 
 fn duration_histogram() -> Histogram {
     // 1 ms to ~33 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
+/// Every family, registered once.
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub request_duration: Family<ActionLabel, Histogram, fn() -> Histogram>,
-    pub stripe_requests: Family<StripeLabels, Counter>,
-    pub customer_cache: Family<ResultLabel, Counter>,
-    pub auth_rejections: Family<ReasonLabel, Counter>,
-    pub upstream_errors: Family<KindLabel, Counter>,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<ActionLabel, Histogram, fn() -> Histogram>,
+    stripe_requests: Family<StripeLabels, Counter>,
+    customer_cache: Family<ResultLabel, Counter>,
+    auth_rejections: Family<ReasonLabel, Counter>,
+    upstream_errors: Family<KindLabel, Counter>,
+    connections: Gauge,
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("stripe_sidecar");
-        let requests = Family::default();
-        let request_duration =
-            Family::new_with_constructor(duration_histogram as fn() -> Histogram);
-        let stripe_requests: Family<StripeLabels, Counter> = Family::default();
-        let customer_cache: Family<ResultLabel, Counter> = Family::default();
-        let auth_rejections = Family::default();
-        let upstream_errors: Family<KindLabel, Counter> = Family::default();
+        let metrics = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(duration_histogram),
+            stripe_requests: Family::default(),
+            customer_cache: Family::default(),
+            auth_rejections: Family::default(),
+            upstream_errors: Family::default(),
+            connections: Gauge::default(),
+            registry: Registry::default(),
+        };
         registry.register(
             "requests",
             "Requests answered, by action and status",
-            requests.clone(),
+            metrics.requests.clone(),
         );
         registry.register(
             "request_duration_seconds",
             "Time from request to the end of the response body, by action",
-            request_duration.clone(),
+            metrics.request_duration.clone(),
         );
         registry.register(
             "stripe_requests",
             "HTTP requests to Stripe, retries included",
-            stripe_requests.clone(),
+            metrics.stripe_requests.clone(),
         );
         registry.register(
             "customer_cache",
             "Customer lookups answered from the cache (hit) or not (miss)",
-            customer_cache.clone(),
+            metrics.customer_cache.clone(),
         );
         registry.register(
             "auth_rejections",
             "Callers refused, by reason",
-            auth_rejections.clone(),
+            metrics.auth_rejections.clone(),
         );
         registry.register(
             "upstream_errors",
             "Requests the app could not answer, by kind",
-            upstream_errors.clone(),
+            metrics.upstream_errors.clone(),
         );
+        registry.register(
+            "connections",
+            "Client connections open on the app port",
+            metrics.connections.clone(),
+        );
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The running version", build_info);
         // Known label values start at 0, so rates work from the first scrape.
         for result in ["hit", "miss"] {
-            customer_cache.get_or_create(&ResultLabel { result }).get();
+            metrics.customer_cache.get_or_create(&ResultLabel { result }).get();
         }
-        for kind in UPSTREAM_ERROR_KINDS {
-            upstream_errors.get_or_create(&KindLabel { kind }).get();
+        for failure in UpstreamFailure::ALL {
+            let kind = failure.label();
+            metrics.upstream_errors.get_or_create(&KindLabel { kind }).get();
         }
-        for endpoint in STRIPE_ENDPOINTS {
-            stripe_requests
-                .get_or_create(&StripeLabels {
-                    endpoint,
-                    outcome: "ok",
-                })
+        for (_, endpoint) in STRIPE_ENDPOINTS {
+            let outcome = StripeOutcome::Ok.label();
+            metrics
+                .stripe_requests
+                .get_or_create(&StripeLabels { endpoint, outcome })
                 .get();
+        }
+        for rejection in Rejection::ALL {
+            let reason = rejection_reason(rejection);
+            metrics.auth_rejections.get_or_create(&ReasonLabel { reason }).get();
         }
         Metrics {
             registry,
-            requests,
-            request_duration,
-            stripe_requests,
-            customer_cache,
-            auth_rejections,
-            upstream_errors,
+            ..metrics
         }
     }
 
-    /// The OpenMetrics text exposition, which Prometheus scrapes natively.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        out
+    /// One answered request (counted when its response body ends).
+    pub fn request(&self, action: &'static str, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { action, status })
+            .inc();
+        self.request_duration
+            .get_or_create(&ActionLabel { action })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn stripe_request(&self, path: &str, outcome: StripeOutcome) {
+        let endpoint = stripe_endpoint(path);
+        let outcome = outcome.label();
+        self.stripe_requests
+            .get_or_create(&StripeLabels { endpoint, outcome })
+            .inc();
+    }
+
+    pub fn customer_cache(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.customer_cache
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    pub fn rejected(&self, rejection: Rejection) {
+        let reason = rejection_reason(rejection);
+        self.auth_rejections
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn upstream_error(&self, failure: UpstreamFailure) {
+        let kind = failure.label();
+        self.upstream_errors.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// The open-connections gauge, held by the accept loop.
+    pub fn connections(&self) -> &Gauge {
+        &self.connections
+    }
+
+    /// The exposition in the format `accept` asks for: OpenMetrics when
+    /// it names it, else the Prometheus text format 0.0.4. Returns the
+    /// content type and the text.
+    pub fn encode(&self, accept: &str) -> Result<(&'static str, String), std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(if accept.contains("application/openmetrics-text") {
+            (OPENMETRICS, text)
+        } else {
+            (PROMETHEUS_TEXT, to_prometheus_text(&text))
+        })
     }
 }
 
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// OpenMetrics text as Prometheus text 0.0.4: a counter family is named
+/// with its `_total` suffix in `# HELP` and `# TYPE` (its samples already
+/// carry it), and `# UNIT` and `# EOF` are dropped.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let header = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match header {
+            Some(renamed) => out.push_str(&renamed),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn every_family_of_the_spec_is_exposed() {
+    fn every_family_of_the_spec_is_exposed_in_both_formats() {
         let metrics = Metrics::new();
-        metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                action: "proxy",
-                status: 200,
-            })
-            .inc();
-        metrics
-            .request_duration
-            .get_or_create(&ActionLabel { action: "proxy" })
-            .observe(0.01);
-        let text = metrics.encode();
-        for family in [
-            "# TYPE stripe_sidecar_requests counter",
+        metrics.request(PROXY, 200, Duration::from_millis(10));
+        metrics.connections().inc();
+        let (kind, text) = metrics.encode("").unwrap();
+        assert_eq!(kind, PROMETHEUS_TEXT);
+        for line in [
+            "# TYPE stripe_sidecar_requests_total counter",
+            "# HELP stripe_sidecar_requests_total Requests answered, by action and status.",
             "# TYPE stripe_sidecar_request_duration_seconds histogram",
-            "stripe_sidecar_customer_cache_total{result=\"miss\"} 0",
-            "stripe_sidecar_upstream_errors_total{kind=\"connect\"} 0",
             "stripe_sidecar_requests_total{action=\"proxy\",status=\"200\"} 1",
             "stripe_sidecar_request_duration_seconds_count{action=\"proxy\"} 1",
+            "stripe_sidecar_customer_cache_total{result=\"miss\"} 0",
+            "stripe_sidecar_upstream_errors_total{kind=\"connect\"} 0",
+            "stripe_sidecar_auth_rejections_total{reason=\"expired\"} 0",
+            "stripe_sidecar_stripe_requests_total{endpoint=\"checkout_sessions\",outcome=\"ok\"} 0",
+            "# TYPE stripe_sidecar_connections gauge",
+            "stripe_sidecar_connections 1",
+            "stripe_sidecar_build_info{version=\"",
         ] {
-            assert!(text.contains(family), "missing {family} in\n{text}");
+            assert!(text.contains(line), "missing {line} in\n{text}");
         }
+        assert!(!text.contains("# EOF"), "{text}");
+        let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+        let (kind, text) = metrics.encode(accept).unwrap();
+        assert_eq!(kind, OPENMETRICS);
+        assert!(text.contains("# TYPE stripe_sidecar_requests counter"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

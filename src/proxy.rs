@@ -5,48 +5,57 @@
 //! are the app's), the body streams through hyper with its own
 //! back-pressure (nothing is buffered, so a 1 GiB upload costs what a small
 //! one does), and the response comes back unchanged but for hop-by-hop
-//! headers. The client is hyper-util's pooled keep-alive client with a
-//! bounded idle pool. This module does not decide *whether* to proxy; the
-//! route table does.
+//! headers, as HTTP/1.1. The forwarding headers follow the contract's
+//! Proxying section: a peer in `server.trusted_proxies` may vouch for the
+//! client, anyone else is the client. The client is hyper-util's pooled
+//! keep-alive client with a bounded idle pool. This module does not decide
+//! *whether* to proxy (the route table does) and is also how a verified
+//! webhook reaches the app.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
-
-use bytes::Bytes;
-use http_body::Frame;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use ipnet::IpNet;
 use tokio_util::task::TaskTracker;
+use tower_http::timeout::TimeoutBody;
 
+use crate::body::{self, Body};
 use crate::config::Upstream;
 use crate::error::Error;
-use crate::metrics::KindLabel;
-use crate::{Body, BoxError};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use crate::metrics::{Metrics, UpstreamFailure};
 
 /// Idle keep-alive connections kept to the app; more are opened under load
 /// and closed when idle.
 const MAX_IDLE_CONNECTIONS: usize = 128;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
 pub struct Proxy {
     client: Client<HttpConnector, Body>,
     authority: http::uri::Authority,
     read_timeout: Option<Duration>,
-    errors: Family<KindLabel, Counter>,
+    trusted_proxies: Vec<IpNet>,
+    metrics: Arc<Metrics>,
+    /// Upgraded connections (WebSockets), which outlive their request;
+    /// shutdown waits for them.
+    tunnels: TaskTracker,
 }
 
 impl Proxy {
-    pub fn new(upstream: &Upstream, errors: Family<KindLabel, Counter>) -> Proxy {
+    pub fn new(upstream: &Upstream, trusted_proxies: Vec<IpNet>, metrics: Arc<Metrics>) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(upstream.connect_timeout));
         connector.set_nodelay(true);
@@ -59,32 +68,62 @@ impl Proxy {
             client,
             authority: upstream.authority.clone(),
             read_timeout: upstream.read_timeout,
-            errors,
+            trusted_proxies,
+            metrics,
+            tunnels: TaskTracker::new(),
         }
     }
 
-    /// Proxies one client request to the app. Upgraded connections are
-    /// spawned on `tunnels` so shutdown can wait for them.
+    pub fn tunnels(&self) -> &TaskTracker {
+        &self.tunnels
+    }
+
+    /// Forwards one request from `peer` to the app and returns the app's
+    /// response. An upgrade the app accepts becomes a tunnel.
     pub async fn forward(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<Body>,
         peer: SocketAddr,
-        tunnels: &TaskTracker,
     ) -> Result<Response<Body>, Error> {
-        let upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
-        let (mut parts, body) = request.into_parts();
-        rewrite_request_headers(
-            &mut parts.headers,
-            parts.uri.authority(),
-            peer.ip(),
-            upgrade.is_some(),
-        );
-        let outbound = Request::from_parts(parts, crate::boxed(body));
-        let mut response = self.send(outbound).await?;
+        let asked = upgrade_protocols(request.headers());
+        let client_side = asked.is_some().then(|| hyper::upgrade::on(&mut request));
+        strip_hop_by_hop(request.headers_mut(), asked.is_some());
+        request.headers_mut().remove(header::EXPECT);
+        self.set_forwarding(request.headers_mut(), peer.ip());
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        *request.uri_mut() = Uri::builder()
+            .scheme("http")
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| Error::Internal(e.into()))?;
+        *request.version_mut() = Version::HTTP_11;
+
+        let call = self.client.request(request);
+        let result = match self.read_timeout {
+            Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| {
+                self.failed(
+                    UpstreamFailure::Timeout,
+                    format!("no response from {} within upstream.read_timeout_ms", self.authority),
+                )
+            })?,
+            None => call.await,
+        };
+        let mut response = result.map_err(|error| self.send_error(&error))?;
+
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        if let (true, Some(client_side)) = (switching, upgrade) {
+        if switching {
+            let client_side = match (client_side, asked) {
+                (Some(client_side), Some(asked)) if switches_to(&response, &asked) => client_side,
+                _ => {
+                    return Err(self.failed(
+                        UpstreamFailure::Request,
+                        format!("{} switched to a protocol the client did not ask for", self.authority),
+                    ))
+                }
+            };
             let app_side = hyper::upgrade::on(&mut response);
-            tunnels.spawn(async move {
+            self.tunnels.spawn(async move {
                 if let (Ok(client), Ok(app)) = (client_side.await, app_side.await) {
                     let mut client = TokioIo::new(client);
                     let mut app = TokioIo::new(app);
@@ -93,108 +132,185 @@ impl Proxy {
             });
         }
         strip_hop_by_hop(response.headers_mut(), switching);
+        // The client talks to the sidecar, which speaks HTTP/1.1 whatever
+        // the app spoke.
+        *response.version_mut() = Version::HTTP_11;
         Ok(match self.read_timeout {
-            Some(limit) => response.map(|body| crate::boxed(IdleTimeout::new(body, limit))),
-            None => response.map(crate::boxed),
+            // Already a `BoxError` body: boxed as is (`body::boxed`'s
+            // `Into` bound trips the compiler's Send check here).
+            Some(limit) => response.map(|b| TimeoutBody::new(limit, b).boxed_unsync()),
+            None => response.map(body::boxed),
         })
     }
 
-    /// Sends a request to the app: the path and query of `request` are kept
-    /// byte-for-byte, the scheme and authority become the app's. Failures
-    /// are counted by kind.
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, Error> {
-        let result = self.send_uncounted(request).await;
-        if let Err(error) = &result {
-            let kind = match error {
-                Error::UpstreamTimeout => "timeout",
-                Error::Upstream { kind, .. } => kind,
-                _ => "request",
-            };
-            self.errors.get_or_create(&KindLabel { kind }).inc();
-        }
-        result
+    /// Counts a failure of the app and names it.
+    fn failed(&self, failure: UpstreamFailure, cause: String) -> Error {
+        self.metrics.upstream_error(failure);
+        Error::Upstream { failure, cause }
     }
 
-    async fn send_uncounted(
-        &self,
-        mut request: Request<Body>,
-    ) -> Result<Response<Incoming>, Error> {
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        *request.uri_mut() = Uri::builder()
-            .scheme("http")
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| Error::Internal(e.into()))?;
-        // The app speaks HTTP/1.1 whatever the client spoke.
-        *request.version_mut() = Version::HTTP_11;
-        let call = self.client.request(request);
-        let result = match self.read_timeout {
-            Some(limit) => tokio::time::timeout(limit, call)
-                .await
-                .map_err(|_| Error::UpstreamTimeout)?,
-            None => call.await,
+    /// Sorts a failed send: the client's own broken body is a 400 and not
+    /// the app's fault; anything else names its cause and the app's
+    /// address, as oauth2-proxy does (`connection refused to 127.0.0.1:3000`).
+    fn send_error(&self, error: &hyper_util::client::legacy::Error) -> Error {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        let mut io = None;
+        while let Some(current) = source {
+            if let Some(hyper) = current.downcast_ref::<hyper::Error>() {
+                if hyper.is_user() {
+                    // Only the client's body can fail on our side of a send.
+                    return Error::MalformedBody(error.to_string().into());
+                }
+            }
+            if let Some(e) = current.downcast_ref::<std::io::Error>() {
+                io = Some(e);
+            }
+            source = current.source();
+        }
+        let cause = match io.map(std::io::Error::kind) {
+            Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_string(),
+            Some(std::io::ErrorKind::TimedOut) => "connect timed out".to_string(),
+            Some(std::io::ErrorKind::ConnectionReset) => "connection reset".to_string(),
+            _ => match io {
+                Some(io) => io.to_string(),
+                None => last_source(error),
+            },
         };
-        result.map_err(|e| Error::Upstream {
-            kind: if e.is_connect() { "connect" } else { "request" },
-            source: e.into(),
-        })
+        let failure = if error.is_connect() {
+            UpstreamFailure::Connect
+        } else {
+            UpstreamFailure::Request
+        };
+        self.failed(failure, format!("{cause} to {}", self.authority))
+    }
+
+    /// Sets the forwarding headers (see the module doc).
+    fn set_forwarding(&self, headers: &mut HeaderMap, peer: IpAddr) {
+        headers.remove(header::FORWARDED);
+        let trusted = self.trusted_proxies.iter().any(|net| net.contains(&peer));
+        let host = headers.get(header::HOST).cloned();
+        if trusted {
+            let client = client_ip(headers, peer, &self.trusted_proxies);
+            set_if_absent(headers, X_REAL_IP, header_value(&client.to_string()));
+            set_if_absent(headers, X_FORWARDED_PROTO, Some(HeaderValue::from_static("http")));
+            set_if_absent(headers, X_FORWARDED_HOST, host);
+        } else {
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+            match host {
+                Some(host) => headers.insert(X_FORWARDED_HOST, host),
+                None => headers.remove(X_FORWARDED_HOST),
+            };
+            if let Some(peer) = header_value(&peer.to_string()) {
+                headers.insert(X_REAL_IP, peer);
+            }
+        }
+        let earlier: Vec<&str> = headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let forwarded_for = match earlier.is_empty() {
+            true => peer.to_string(),
+            false => format!("{}, {peer}", earlier.join(", ")),
+        };
+        match header_value(&forwarded_for) {
+            Some(value) => headers.insert(X_FORWARDED_FOR, value),
+            None => headers.remove(X_FORWARDED_FOR),
+        };
     }
 }
 
-/// A response body that fails when the app sends nothing for `limit`, as
-/// nginx's `proxy_read_timeout` does between two reads: the client sees the
-/// response cut short instead of waiting forever.
-struct IdleTimeout {
-    inner: Incoming,
-    limit: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+fn header_value(text: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(text).ok()
 }
 
-impl IdleTimeout {
-    fn new(inner: Incoming, limit: Duration) -> IdleTimeout {
-        IdleTimeout {
-            inner,
-            limit,
-            deadline: Box::pin(tokio::time::sleep(limit)),
+fn set_if_absent(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
+    if let (false, Some(value)) = (headers.contains_key(&name), value) {
+        headers.insert(name, value);
+    }
+}
+
+fn last_source(error: &dyn std::error::Error) -> String {
+    let mut last = error;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
+}
+
+/// The client's address: the peer, unless the peer is a trusted proxy, in
+/// which case the right-most `X-Forwarded-For` address that is not a
+/// trusted proxy (the left-most when all are; the peer when the header says
+/// nothing usable).
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Some(ip) = parse_hop(hop) else {
+            // Garbage a trusted proxy passed on: nothing left to believe.
+            return client;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
         }
     }
+    client
 }
 
-impl http_body::Body for IdleTimeout {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            let next = tokio::time::Instant::now() + self.limit;
-            self.deadline.as_mut().reset(next);
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
-        }
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(
-                "the app sent nothing for upstream.read_timeout_ms".into(),
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
+/// An `X-Forwarded-For` entry: an IP, possibly with a port or brackets.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
-/// `Connection: upgrade` with an `Upgrade` header (HTTP/1.1 only).
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+/// The protocols of an upgrade request (`Connection: upgrade` with an
+/// `Upgrade` header), `None` for any other request. `h2c` is never
+/// upgraded: such a request goes on as plain HTTP/1.1.
+fn upgrade_protocols(headers: &HeaderMap) -> Option<Vec<String>> {
+    if !connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade")) {
+        return None;
+    }
+    let protocols: Vec<String> = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_ascii_lowercase())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let h2c = protocols.iter().any(|p| protocol_name(p) == "h2c");
+    (!protocols.is_empty() && !h2c).then_some(protocols)
+}
+
+/// Whether a `101` switches to a protocol the client asked for.
+fn switches_to<B>(response: &Response<B>, asked: &[String]) -> bool {
+    let Some(chosen) = response
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let chosen = chosen.trim().to_ascii_lowercase();
+    asked
+        .iter()
+        .any(|p| *p == chosen || protocol_name(p) == protocol_name(&chosen))
+}
+
+fn protocol_name(protocol: &str) -> &str {
+    protocol.split('/').next().unwrap_or(protocol).trim()
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
@@ -209,27 +325,25 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Removes hop-by-hop headers (RFC 9110 section 7.6.1): `Connection` and the
 /// headers it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
-/// `Transfer-Encoding` and, outside an upgrade, `Upgrade`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+/// `Transfer-Encoding` and, outside an upgrade, `Upgrade`. `Host` and
+/// `X-Request-Id` stay whatever `Connection` names.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let named: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|name| *name != header::HOST && *name != X_REQUEST_ID)
+        .filter(|name| !(upgrade && *name == header::UPGRADE))
         .collect();
-    for name in named {
-        if !(upgrade && name == header::UPGRADE) {
-            headers.remove(&name);
-        }
-    }
     let proxy_headers: Vec<HeaderName> = headers
         .keys()
         .filter(|name| name.as_str().starts_with("proxy-"))
         .cloned()
         .collect();
-    for name in proxy_headers {
-        headers.remove(&name);
+    for name in named.into_iter().chain(proxy_headers) {
+        headers.remove(name);
     }
     for name in [
         header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
+        KEEP_ALIVE,
         header::TE,
         header::TRAILER,
         header::TRANSFER_ENCODING,
@@ -241,43 +355,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         headers.remove(header::UPGRADE);
     }
-}
-
-/// Rewrites a client request's headers for the app: hop-by-hop headers
-/// removed, `X-Forwarded-For` appended, `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` set, `Host` kept (taken from the authority for HTTP/2
-/// clients, which send none). `Expect` is answered here by hyper, so it is
-/// not passed on.
-pub fn rewrite_request_headers(
-    headers: &mut HeaderMap,
-    authority: Option<&http::uri::Authority>,
-    client_ip: IpAddr,
-    upgrade: bool,
-) {
-    strip_hop_by_hop(headers, upgrade);
-    headers.remove(header::EXPECT);
-    if !headers.contains_key(header::HOST) {
-        if let Some(value) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-            headers.insert(header::HOST, value);
-        }
-    }
-    let forwarded_for = match headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-    {
-        earlier if earlier.is_empty() => client_ip.to_string(),
-        earlier => format!("{}, {client_ip}", earlier.join(", ")),
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", value);
-    }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    match headers.get(header::HOST).cloned() {
-        Some(host) => headers.insert("x-forwarded-host", host),
-        None => headers.remove("x-forwarded-host"),
-    };
 }
 
 #[cfg(test)]
@@ -301,15 +378,33 @@ mod tests {
         names
     }
 
-    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3));
+    fn proxy(trusted: &[&str]) -> Proxy {
+        let config = crate::config::Config::parse("", &|_| None).unwrap();
+        let trusted = trusted.iter().map(|n| n.parse().unwrap()).collect();
+        Proxy::new(&config.upstream, trusted, Arc::new(Metrics::new()))
+    }
+
+    fn forwarded(trusted: &[&str], peer: &str, pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = headers(pairs);
+        proxy(trusted).set_forwarding(&mut map, peer.parse().unwrap());
+        map
+    }
+
+    fn values<'a>(map: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+        map.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
 
     #[test]
-    fn hop_by_hop_headers_are_removed() {
+    fn hop_by_hop_headers_are_removed_but_host_and_request_id_stay() {
         let mut map = headers(&[
             ("host", "app.example"),
-            ("connection", "keep-alive, X-Secret-Hop"),
+            ("connection", "keep-alive, X-Secret-Hop, Host, X-Request-Id"),
             ("connection", "close"),
             ("x-secret-hop", "1"),
+            ("x-request-id", "r-1"),
             ("keep-alive", "timeout=5"),
             ("proxy-authorization", "Basic x"),
             ("proxy-connection", "keep-alive"),
@@ -317,92 +412,98 @@ mod tests {
             ("trailer", "x-checksum"),
             ("transfer-encoding", "chunked"),
             ("upgrade", "h2c"),
-            ("expect", "100-continue"),
             ("cookie", "a=1"),
-            ("authorization", "Bearer t"),
-        ]);
-        rewrite_request_headers(&mut map, None, IP, false);
-        assert_eq!(
-            names(&map),
-            [
-                "authorization",
-                "cookie",
-                "host",
-                "x-forwarded-for",
-                "x-forwarded-host",
-                "x-forwarded-proto"
-            ]
-        );
-        assert_eq!(map["host"], "app.example");
-    }
-
-    #[test]
-    fn upgrades_keep_upgrade_and_connection() {
-        let mut map = headers(&[
-            ("host", "h"),
-            ("connection", "Upgrade, keep-alive"),
-            ("upgrade", "websocket"),
-            ("sec-websocket-key", "k"),
-        ]);
-        assert!(is_upgrade(&map));
-        rewrite_request_headers(&mut map, None, IP, true);
-        assert_eq!(map["connection"], "upgrade");
-        assert_eq!(map["upgrade"], "websocket");
-        assert_eq!(map["sec-websocket-key"], "k");
-        assert!(!is_upgrade(&headers(&[("upgrade", "websocket")])));
-    }
-
-    #[test]
-    fn forwarded_headers_append_for_and_overwrite_proto_and_host() {
-        type Headers<'a> = &'a [(&'a str, &'a str)];
-        let cases: &[(Headers, &str, &str)] = &[
-            (&[("host", "a.com")], "10.1.2.3", "a.com"),
-            (
-                &[("host", "a.com"), ("x-forwarded-for", "1.1.1.1")],
-                "1.1.1.1, 10.1.2.3",
-                "a.com",
-            ),
-            (
-                &[
-                    ("host", "a.com"),
-                    ("x-forwarded-for", "1.1.1.1"),
-                    ("x-forwarded-for", "2.2.2.2"),
-                    ("x-forwarded-proto", "https-spoofed"),
-                    ("x-forwarded-host", "evil.com"),
-                ],
-                "1.1.1.1, 2.2.2.2, 10.1.2.3",
-                "a.com",
-            ),
-        ];
-        for (input, xff, xfh) in cases {
-            let mut map = headers(input);
-            rewrite_request_headers(&mut map, None, IP, false);
-            assert_eq!(map["x-forwarded-for"], *xff);
-            assert_eq!(map.get_all("x-forwarded-for").iter().count(), 1);
-            assert_eq!(map["x-forwarded-proto"], "http");
-            assert_eq!(map["x-forwarded-host"], *xfh);
-        }
-    }
-
-    #[test]
-    fn http2_clients_get_host_from_the_authority() {
-        let mut map = HeaderMap::new();
-        let authority = http::uri::Authority::from_static("h2.example:8080");
-        rewrite_request_headers(&mut map, Some(&authority), IP, false);
-        assert_eq!(map["host"], "h2.example:8080");
-        assert_eq!(map["x-forwarded-host"], "h2.example:8080");
-    }
-
-    #[test]
-    fn response_hop_by_hop_headers_are_removed_but_set_cookie_kept() {
-        let mut map = headers(&[
-            ("connection", "close"),
-            ("transfer-encoding", "chunked"),
-            ("set-cookie", "a=1"),
-            ("set-cookie", "b=2"),
         ]);
         strip_hop_by_hop(&mut map, false);
-        assert_eq!(names(&map), ["set-cookie"]);
-        assert_eq!(map.get_all("set-cookie").iter().count(), 2);
+        assert_eq!(names(&map), ["cookie", "host", "x-request-id"]);
+    }
+
+    #[test]
+    fn upgrades_are_for_the_protocols_asked_and_never_h2c() {
+        let ws = headers(&[("connection", "Upgrade, keep-alive"), ("upgrade", "WebSocket")]);
+        assert_eq!(upgrade_protocols(&ws), Some(vec!["websocket".to_string()]));
+        for not in [
+            headers(&[("upgrade", "websocket")]),
+            headers(&[("connection", "upgrade")]),
+            headers(&[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "h2c")]),
+            headers(&[("connection", "upgrade"), ("upgrade", "websocket, h2c")]),
+        ] {
+            assert_eq!(upgrade_protocols(&not), None, "{not:?}");
+        }
+        let answer = |upgrade: &str| {
+            Response::builder()
+                .status(101)
+                .header("upgrade", upgrade)
+                .body(())
+                .unwrap()
+        };
+        let asked = vec!["websocket".to_string()];
+        assert!(switches_to(&answer("websocket"), &asked));
+        assert!(switches_to(&answer("WebSocket"), &asked));
+        assert!(!switches_to(&answer("h2c"), &asked));
+        assert!(!switches_to(&answer("tls/1.3"), &asked));
+        assert!(!switches_to(&Response::new(()), &asked));
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client() {
+        let map = forwarded(
+            &[],
+            "10.1.2.3",
+            &[
+                ("host", "a.com"),
+                ("x-forwarded-for", "1.1.1.1"),
+                ("x-forwarded-for", "2.2.2.2"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "evil.com"),
+                ("x-real-ip", "9.9.9.9"),
+                ("forwarded", "for=9.9.9.9;proto=https"),
+            ],
+        );
+        assert_eq!(values(&map, "x-forwarded-for"), ["1.1.1.1, 2.2.2.2, 10.1.2.3"]);
+        assert_eq!(values(&map, "x-forwarded-proto"), ["http"]);
+        assert_eq!(values(&map, "x-forwarded-host"), ["a.com"]);
+        assert_eq!(values(&map, "x-real-ip"), ["10.1.2.3"]);
+        assert!(values(&map, "forwarded").is_empty());
+    }
+
+    #[test]
+    fn a_trusted_proxy_vouches_for_the_client() {
+        let trusted = ["10.0.0.0/8"];
+        let map = forwarded(
+            &trusted,
+            "10.1.2.3",
+            &[
+                ("host", "a.com"),
+                ("x-forwarded-for", "203.0.113.7, 10.9.9.9"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "shop.example"),
+            ],
+        );
+        assert_eq!(values(&map, "x-forwarded-for"), ["203.0.113.7, 10.9.9.9, 10.1.2.3"]);
+        assert_eq!(values(&map, "x-forwarded-proto"), ["https"]);
+        assert_eq!(values(&map, "x-forwarded-host"), ["shop.example"]);
+        assert_eq!(values(&map, "x-real-ip"), ["203.0.113.7"]);
+        let kept = forwarded(&trusted, "10.1.2.3", &[("x-real-ip", "198.51.100.1")]);
+        assert_eq!(values(&kept, "x-real-ip"), ["198.51.100.1"]);
+    }
+
+    #[test]
+    fn the_client_ip_is_the_rightmost_untrusted_hop() {
+        let trusted: Vec<IpNet> = ["10.0.0.0/8", "192.168.0.0/16"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let ip = |peer: &str, xff: &[&str]| {
+            let pairs: Vec<(&str, &str)> = xff.iter().map(|v| ("x-forwarded-for", *v)).collect();
+            client_ip(&headers(&pairs), peer.parse().unwrap(), &trusted).to_string()
+        };
+        assert_eq!(ip("203.0.113.1", &["1.1.1.1"]), "203.0.113.1", "untrusted peer");
+        assert_eq!(ip("10.0.0.1", &[]), "10.0.0.1");
+        assert_eq!(ip("10.0.0.1", &["1.1.1.1, 2.2.2.2"]), "2.2.2.2");
+        assert_eq!(ip("10.0.0.1", &["1.1.1.1", "2.2.2.2, 10.0.0.2"]), "2.2.2.2");
+        assert_eq!(ip("10.0.0.1", &["192.168.1.1, 10.0.0.2"]), "192.168.1.1");
+        assert_eq!(ip("10.0.0.1", &["1.1.1.1, [2001:db8::1]:443"]), "2001:db8::1");
+        assert_eq!(ip("10.0.0.1", &["1.1.1.1, garbage"]), "10.0.0.1");
     }
 }

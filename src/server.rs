@@ -1,20 +1,18 @@
-//! The listeners, the connection loop, graceful shutdown, and [`handle`],
-//! the one function every app-port request goes through.
+//! The listeners, the connection loop, graceful shutdown, and the
+//! access-log body wrapper. Every app-port request goes to
+//! [`app::handle`], every admin-port request to [`admin::handle`]; this
+//! module knows no routes, identity or Stripe.
 //!
-//! `handle` matches the route table once and sends the request to a billing
-//! handler or to the proxy; the access log line and the request metrics are
-//! written when the response body ends (or is dropped), so durations cover
-//! streamed bodies too. Shutdown follows the contract: readiness fails at
-//! once, requests are still served for the drain period (SIGTERM only),
-//! then the listeners close and in-flight requests and upgraded tunnels get
-//! the grace period. This module does not parse configuration or know
-//! Stripe.
+//! The access log line and the request metrics are written when the
+//! response body ends (or is dropped), so durations cover streamed bodies
+//! too. Shutdown follows the contract: readiness fails at once, requests
+//! are still served for the drain period (SIGTERM only), then the listeners
+//! close and in-flight requests and upgraded tunnels get the grace period.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -26,84 +24,27 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, SetRequestIdLayer};
 
+use crate::app::{self, Access, State};
+use crate::body::{self, Body};
 use crate::config::Config;
-use crate::customers::Customers;
-use crate::error::Error;
-use crate::http_client::https_client;
-use crate::identity::Identity;
 use crate::logging::AccessLine;
-use crate::metrics::{ActionLabel, Metrics, RequestLabels};
-use crate::proxy::Proxy;
-use crate::routes::{Match, RouteTable, ALLOW};
-use crate::stripe::Stripe;
-use crate::{billing, Body, BoxError};
+use crate::metrics::PROXY;
+use crate::{admin, BoxError};
 
-/// Request line and headers accepted, in all: Supabase session cookies are
-/// large. Beyond this a client gets 431. Clients speak HTTP/1.1 (or 1.0)
-/// to the sidecar, as to nginx by default: hyper-util's HTTP/1 + h2c
-/// builder cannot bound the header size of a request that arrives in one
-/// read, and h2c from a browser does not exist.
+/// Request line and headers accepted, in all, whatever the number of
+/// headers: Supabase session cookies are large. Beyond this a client gets
+/// 431. Clients speak HTTP/1.1 (or 1.0) to the sidecar, as to nginx by
+/// default.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The most headers that fit in [`MAX_HEADER_BYTES`] (`a:` and CRLF).
+const MAX_HEADERS: usize = MAX_HEADER_BYTES / 4;
 /// Time a client has to send a request's headers (slow-loris bound).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Everything built once at start-up and shared by every request.
-pub struct State {
-    pub config: Config,
-    pub routes: RouteTable,
-    pub proxy: Proxy,
-    pub identity: Identity,
-    /// `None` without `stripe.secret_key`: checkout and portal answer 503.
-    pub stripe: Option<Stripe>,
-    pub customers: Customers,
-    pub metrics: Metrics,
-    ready: AtomicBool,
-    /// Upgraded connections (WebSockets), which outlive their request.
-    tunnels: TaskTracker,
-}
-
-impl State {
-    /// Builds the state; inside the runtime, as it starts background work
-    /// (the JWKS refresh).
-    pub fn new(config: Config) -> State {
-        let metrics = Metrics::new();
-        let client = https_client(config.upstream.connect_timeout);
-        State {
-            routes: RouteTable::new(config.routes.clone()),
-            proxy: Proxy::new(&config.upstream, metrics.upstream_errors.clone()),
-            identity: Identity::new(
-                &config.auth,
-                client.clone(),
-                metrics.auth_rejections.clone(),
-            ),
-            stripe: Stripe::new(
-                &config.stripe,
-                client.clone(),
-                metrics.stripe_requests.clone(),
-            ),
-            customers: Customers::new(
-                &config.customers,
-                client,
-                config.stripe.timeout,
-                metrics.customer_cache.clone(),
-            ),
-            metrics,
-            ready: AtomicBool::new(false),
-            tunnels: TaskTracker::new(),
-            config,
-        }
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-    }
-}
 
 /// How the process was asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,31 +74,40 @@ pub struct Server {
     state: Arc<State>,
     listener: TcpListener,
     admin: TcpListener,
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
 }
 
 impl Server {
-    /// Binds `server.listen` and `server.admin_listen`.
+    /// Binds `server.listen` and `server.admin_listen` and builds the state.
     pub async fn bind(config: Config) -> std::io::Result<Server> {
         let listen = |addr: SocketAddr, key: &'static str| async move {
-            TcpListener::bind(addr).await.map_err(|e| {
+            let bound = async {
+                let listener = TcpListener::bind(addr).await?;
+                let bound = listener.local_addr()?;
+                Ok::<_, std::io::Error>((listener, bound))
+            };
+            bound.await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({key}): {e}"))
             })
         };
-        let listener = listen(config.server.listen, "server.listen").await?;
-        let admin = listen(config.server.admin_listen, "server.admin_listen").await?;
+        let (listener, addr) = listen(config.server.listen, "server.listen").await?;
+        let (admin, admin_addr) = listen(config.server.admin_listen, "server.admin_listen").await?;
         Ok(Server {
-            state: Arc::new(State::new(config)),
+            state: Arc::new(State::new(config)?),
             listener,
             admin,
+            addr,
+            admin_addr,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound")
+        self.addr
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().expect("bound")
+        self.admin_addr
     }
 
     /// Serves until `shutdown` resolves, then stops as the contract says.
@@ -166,26 +116,22 @@ impl Server {
             state,
             listener,
             admin,
+            addr,
+            admin_addr,
         } = self;
         let stop = CancellationToken::new();
         let connections = TaskTracker::new();
-        let address = |l: &TcpListener| {
-            l.local_addr()
-                .map_or_else(|e| e.to_string(), |a| a.to_string())
-        };
-        let (listen, admin_listen) = (address(&listener), address(&admin));
 
         let app_state = state.clone();
         let app = tokio::spawn(serve(
             listener,
             move |peer| {
                 let state = app_state.clone();
-                ServiceBuilder::new()
-                    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                    .service_fn(move |request| handle(state.clone(), request, peer))
+                tower::service_fn(move |request| respond(state.clone(), request, peer))
             },
             stop.clone(),
             connections.clone(),
+            Some(state.metrics.connections().clone()),
         ));
         // The admin port outlives the app port: /healthz answers while the
         // process runs, through the grace period.
@@ -196,23 +142,24 @@ impl Server {
             move |_peer| {
                 let state = admin_state.clone();
                 tower::service_fn(move |request: Request<Incoming>| {
-                    let response = crate::admin::handle(&state, &request);
+                    let response = admin::handle(state.is_ready(), &state.metrics, &request);
                     async move { Ok::<_, Infallible>(response) }
                 })
             },
             admin_stop.clone(),
             TaskTracker::new(),
+            None,
         ));
-        state.ready.store(true, Ordering::SeqCst);
+        state.set_ready(true);
         tracing::info!(
-            listen,
-            admin_listen,
+            listen = %addr,
+            admin_listen = %admin_addr,
             upstream = %state.config.upstream.authority,
             "stripe-sidecar ready"
         );
 
         let signal = shutdown.await;
-        state.ready.store(false, Ordering::SeqCst);
+        state.set_ready(false);
         let drain = match signal {
             Signal::Terminate => state.config.server.shutdown_drain,
             Signal::Interrupt => Duration::ZERO,
@@ -223,10 +170,11 @@ impl Server {
         stop.cancel();
         let _ = app.await;
         connections.close();
-        state.tunnels.close();
+        let tunnels = state.proxy.tunnels();
+        tunnels.close();
         let grace = state.config.server.shutdown_grace;
         let finished = tokio::time::timeout(grace, async {
-            tokio::join!(connections.wait(), state.tunnels.wait())
+            tokio::join!(connections.wait(), tunnels.wait())
         })
         .await;
         admin_stop.cancel();
@@ -249,6 +197,7 @@ async fn serve<M, S>(
     make_service: M,
     stop: CancellationToken,
     connections: TaskTracker,
+    open: Option<Gauge>,
 ) where
     M: Fn(SocketAddr) -> S,
     S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
@@ -260,6 +209,7 @@ async fn serve<M, S>(
     let mut builder = http1::Builder::new();
     builder
         .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEADER_BYTES + 4096)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
@@ -282,7 +232,9 @@ async fn serve<M, S>(
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let stop = stop.clone();
+        let open = open.clone().map(OpenConnection::new);
         connections.spawn(async move {
+            let _open = open;
             tokio::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
@@ -298,49 +250,44 @@ async fn serve<M, S>(
     }
 }
 
-/// Every app-port request: route, answer, log.
-async fn handle(
+/// Counts a connection in the open-connections gauge while it lives.
+struct OpenConnection(Gauge);
+
+impl OpenConnection {
+    fn new(gauge: Gauge) -> OpenConnection {
+        gauge.inc();
+        OpenConnection(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// One app-port request: answered by the pipeline, its body wrapped so the
+/// access line and metrics are written when it ends.
+async fn respond(
     state: Arc<State>,
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
-    let mut user_id = None;
-    let (action, result) = match state.routes.find(request.method(), request.uri().path()) {
-        Match::Local { route, params } => (
-            route.action.as_str(),
-            billing::handle(&state, route, params, request, peer, &mut user_id).await,
-        ),
-        Match::WrongMethod { route } => (
-            route.action.as_str(),
-            Err(Error::MethodNotAllowed { allow: ALLOW }),
-        ),
-        Match::Proxy => (
-            "proxy",
-            state.proxy.forward(request, peer, &state.tunnels).await,
-        ),
-    };
-    let response = result.unwrap_or_else(|error| error.into_response(&request_id));
+    let mut response = app::handle(&state, request.map(body::boxed), peer).await;
+    let access = response.extensions_mut().remove::<Access>();
     let log = RequestLog {
         status: response.status().as_u16(),
-        user_id,
+        access,
         state,
         started,
-        request_id,
         method,
         path,
-        action,
     };
     Ok(response.map(|inner| {
-        crate::boxed(Logged {
+        body::boxed(Logged {
             inner,
             log: Some(log),
         })
@@ -352,40 +299,28 @@ async fn handle(
 struct RequestLog {
     state: Arc<State>,
     started: Instant,
-    request_id: String,
     method: String,
     path: String,
-    action: &'static str,
     status: u16,
-    user_id: Option<String>,
+    access: Option<Access>,
 }
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
-        let metrics = &self.state.metrics;
-        metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                action: self.action,
-                status: self.status,
-            })
-            .inc();
-        metrics
-            .request_duration
-            .get_or_create(&ActionLabel {
-                action: self.action,
-            })
-            .observe(elapsed.as_secs_f64());
+        let access = self.access.take();
+        let action = access.as_ref().map_or(PROXY, |a| a.action);
+        self.state.metrics.request(action, self.status, elapsed);
         if self.state.config.server.access_log {
+            let request_id = access.as_ref().and_then(|a| a.request_id.to_str().ok());
             AccessLine {
-                request_id: &self.request_id,
+                request_id: request_id.unwrap_or_default(),
                 method: &self.method,
                 path: &self.path,
-                action: self.action,
+                action,
                 status: self.status,
                 duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-                user_id: self.user_id.as_deref(),
+                user_id: access.as_ref().and_then(|a| a.user_id.as_deref()),
             }
             .emit();
         }

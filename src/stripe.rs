@@ -13,23 +13,23 @@
 //! `stripe_sidecar_stripe_requests_total{endpoint,outcome}`.
 //!
 //! The secret key only ever goes into the `Authorization` header (marked
-//! sensitive); errors carry Stripe's message, never the key, and are turned
-//! into replies by [`crate::error`].
+//! sensitive); errors carry Stripe's message, never the key. A call that
+//! still fails is returned as a [`StripeError`]; `error` decides its reply
+//! and logs it, once, with the request's id.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::Full;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use stripe_client_core::{
     CustomizedStripeRequest, RequestBuilder, StripeClient, StripeClientErr, StripeMethod,
 };
 
 use crate::config;
 use crate::http_client::HttpsClient;
-use crate::metrics::StripeLabels;
+use crate::metrics::{Metrics, StripeOutcome};
 
 /// Stripe's SDKs start at 0.5 s and cap at 5 s.
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -38,7 +38,7 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5);
 const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
 /// How a call to Stripe failed, after any retries.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StripeError {
     /// Stripe answered with an error that retrying would not fix.
     #[error("Stripe refused the request ({status}, {kind}): {message}")]
@@ -64,13 +64,15 @@ impl StripeClientErr for StripeError {
 impl StripeError {
     /// Stripe refused the secret key (401) or its permissions (403).
     pub fn is_auth(&self) -> bool {
-        matches!(
-            self,
-            StripeError::Refused {
-                status: 401 | 403,
-                ..
-            }
-        )
+        matches!(self.status(), Some(401 | 403))
+    }
+
+    /// Stripe's status, when it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            StripeError::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
     }
 }
 
@@ -82,13 +84,13 @@ pub struct Stripe {
     authorization: HeaderValue,
     timeout: Duration,
     max_retries: u32,
-    requests: Family<StripeLabels, Counter>,
+    metrics: Arc<Metrics>,
 }
 
 /// One failed try, and whether another may fix it.
 struct Failure {
     error: StripeError,
-    outcome: &'static str,
+    outcome: StripeOutcome,
     /// A status that usually passes (409, 429, 5xx).
     transient: bool,
     /// Whether to try again: `transient`, unless `Stripe-Should-Retry` says.
@@ -101,7 +103,7 @@ impl Stripe {
     pub fn new(
         settings: &config::Stripe,
         client: HttpsClient,
-        requests: Family<StripeLabels, Counter>,
+        metrics: Arc<Metrics>,
     ) -> Option<Stripe> {
         let key = settings.secret_key.as_ref()?;
         let mut authorization = HeaderValue::from_str(&format!("Bearer {key}")).ok()?;
@@ -112,7 +114,7 @@ impl Stripe {
             authorization,
             timeout: settings.timeout,
             max_retries: settings.max_retries,
-            requests,
+            metrics,
         })
     }
 
@@ -124,7 +126,7 @@ impl Stripe {
         let attempt = async {
             let response = self.client.request(request).await.map_err(|e| Failure {
                 error: StripeError::Unavailable(format!("connection failed: {e}")),
-                outcome: "network_error",
+                outcome: StripeOutcome::NetworkError,
                 transient: true,
                 retry: true,
                 retry_after: None,
@@ -136,7 +138,7 @@ impl Stripe {
                 .await
                 .map_err(|e| Failure {
                     error: StripeError::Unavailable(format!("reply cut short: {e}")),
-                    outcome: "network_error",
+                    outcome: StripeOutcome::NetworkError,
                     transient: true,
                     retry: true,
                     retry_after: None,
@@ -155,7 +157,7 @@ impl Stripe {
                         "no reply within stripe.timeout_ms ({} ms)",
                         timeout.as_millis()
                     )),
-                    outcome: "timeout",
+                    outcome: StripeOutcome::Timeout,
                     transient: true,
                     retry: true,
                     retry_after: None,
@@ -205,7 +207,7 @@ impl StripeClient for Stripe {
 
     async fn execute(&self, request: CustomizedStripeRequest) -> Result<Bytes, StripeError> {
         let (builder, overrides) = request.into_pieces();
-        let endpoint = endpoint(&builder.path);
+        let endpoint = builder.path.as_str();
         // One key for every try of this call: a retried POST cannot act twice.
         let key = overrides
             .request_strategy
@@ -221,18 +223,15 @@ impl StripeClient for Stripe {
             let request = self.request(&builder, key.as_deref())?;
             let result = self.send_once(request, timeout).await;
             let outcome = match &result {
-                Ok(_) => "ok",
+                Ok(_) => StripeOutcome::Ok,
                 Err(failure) => failure.outcome,
             };
-            self.requests
-                .get_or_create(&StripeLabels { endpoint, outcome })
-                .inc();
+            self.metrics.stripe_request(endpoint, outcome);
             let failure = match result {
                 Ok(body) => return Ok(body),
                 Err(failure) => failure,
             };
             if !failure.retry || retries >= self.max_retries {
-                tracing::warn!(endpoint, retries, error = %failure.error, "Stripe call failed");
                 return Err(match failure.error {
                     // A lock, rate limit or server error that outlasted the
                     // retries (or that Stripe said not to retry) is an outage.
@@ -245,21 +244,10 @@ impl StripeClient for Stripe {
                 });
             }
             let wait = backoff(retries).max(failure.retry_after.unwrap_or_default());
-            tracing::debug!(endpoint, retries, ?wait, error = %failure.error, "retrying Stripe call");
+            tracing::info!(endpoint, retries, ?wait, error = %failure.error, "retrying a Stripe call");
             tokio::time::sleep(wait.min(BACKOFF_CAP * 2)).await;
             retries += 1;
         }
-    }
-}
-
-/// The `endpoint` label: one of [`crate::metrics::STRIPE_ENDPOINTS`].
-fn endpoint(path: &str) -> &'static str {
-    match path {
-        "/checkout/sessions" => "checkout_sessions",
-        "/billing_portal/sessions" => "billing_portal_sessions",
-        "/customers/search" => "customers_search",
-        "/customers" => "customers",
-        _ => "other",
     }
 }
 
@@ -299,11 +287,11 @@ fn classify(status: StatusCode, headers: &http::HeaderMap, body: &[u8]) -> Failu
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     let (outcome, transient) = match status.as_u16() {
-        401 | 403 => ("auth_error", false),
-        409 => ("conflict", true),
-        429 => ("rate_limited", true),
-        500..=599 => ("server_error", true),
-        _ => ("client_error", false),
+        401 | 403 => (StripeOutcome::AuthError, false),
+        409 => (StripeOutcome::Conflict, true),
+        429 => (StripeOutcome::RateLimited, true),
+        500..=599 => (StripeOutcome::ServerError, true),
+        _ => (StripeOutcome::ClientError, false),
     };
     Failure {
         error: StripeError::Refused {

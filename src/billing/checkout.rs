@@ -1,180 +1,21 @@
-//! The local billing routes (checkout, portal, webhook).
-//!
-//! [`handle`] is the glue: it reads the body (bounded: `max_body_bytes`,
-//! 1 MiB for webhooks) and calls [`answer`], a plain function over
-//! `Request<Bytes>` that tests call without sockets. Every call first
-//! learns who is calling ([`crate::identity`]), then checks the body with
-//! the contract's exact messages before anything is looked up or created,
-//! then resolves the customer ([`crate::customers`]) and calls Stripe
-//! ([`crate::stripe`]). Webhooks are verified ([`crate::webhook`]) and
-//! forwarded to the app.
+//! `POST` checkout: the body checked in the contract's order with its
+//! exact messages, then the customer resolved and a Stripe Checkout
+//! Session created; the reply is `{"url", "sessionId"}` with the route's
+//! status.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-
-use bytes::Bytes;
-use http::{header, Request, Response};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
-use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionCustomerCreation, CreateCheckoutSessionLineItems,
     CreateCheckoutSessionSubscriptionData,
 };
 use stripe_checkout::CheckoutSessionMode;
 
-use crate::config::{self, Origin};
-use crate::error::{full, Error};
-use crate::identity::{Caller, Named, Rejection, Subject};
-use crate::proxy;
-use crate::routes::{Action, Mode, Route};
-use crate::server::State;
-use crate::stripe::Stripe;
-use crate::{webhook, Body};
-
-/// Webhook bodies may be this large (Stripe's events are far smaller).
-pub const WEBHOOK_MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// Answers one request to a local route. `user` is set to the verified
-/// user's id as soon as it is known, for the access log.
-pub async fn handle(
-    state: &State,
-    route: &Route,
-    params: Vec<(String, String)>,
-    request: Request<Incoming>,
-    peer: SocketAddr,
-    user: &mut Option<String>,
-) -> Result<Response<Body>, Error> {
-    if route.action == Action::Webhook {
-        return webhook(state, route, request, peer).await;
-    }
-    let (parts, body) = request.into_parts();
-    let body = read_body(&parts.headers, body, state.config.server.max_body_bytes).await?;
-    let response = answer(state, route, params, Request::from_parts(parts, body), user).await?;
-    Ok(response.map(full))
-}
-
-/// A Stripe event: verified on its raw bytes, applied to the customer
-/// cache, then forwarded byte-for-byte to the app with its original headers
-/// (so the app's own verification passes) and the app's reply returned, or
-/// acknowledged here when the route has no `forward_to`. An event that
-/// fails verification goes nowhere.
-async fn webhook(
-    state: &State,
-    route: &Route,
-    request: Request<Incoming>,
-    peer: SocketAddr,
-) -> Result<Response<Body>, Error> {
-    let settings = &state.config.stripe;
-    if settings.webhook_secrets.is_empty() {
-        return Err(Error::WebhookNotConfigured);
-    }
-    let (mut parts, body) = request.into_parts();
-    let signature = parts
-        .headers
-        .get("stripe-signature")
-        .ok_or_else(|| Error::BadRequest("Missing Stripe-Signature header".into()))?;
-    let invalid = || Error::BadRequest("Invalid Stripe signature".into());
-    let signature = signature.to_str().map_err(|_| invalid())?.to_owned();
-    let body = read_body(&parts.headers, body, WEBHOOK_MAX_BODY_BYTES).await?;
-    let now = std::time::SystemTime::now();
-    webhook::verify(
-        &signature,
-        &body,
-        &settings.webhook_secrets,
-        settings.webhook_tolerance,
-        now,
-    )
-    .map_err(|why| {
-        tracing::info!(?why, "refused a webhook");
-        invalid()
-    })?;
-    webhook::apply(&body, &state.customers).await;
-    let Some(forward_to) = &route.forward_to else {
-        return Ok(crate::error::json(
-            http::StatusCode::OK,
-            &json!({ "received": true }),
-        ));
-    };
-    let target = match parts.uri.query() {
-        Some(query) => format!("{forward_to}?{query}"),
-        None => forward_to.clone(),
-    };
-    parts.uri = target
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| Error::Internal(e.into()))?;
-    let authority = parts.uri.authority().cloned();
-    proxy::rewrite_request_headers(&mut parts.headers, authority.as_ref(), peer.ip(), false);
-    let mut response = state
-        .proxy
-        .send(Request::from_parts(parts, full(body)))
-        .await?;
-    proxy::strip_hop_by_hop(response.headers_mut(), false);
-    Ok(response.map(crate::boxed))
-}
-
-/// Reads a whole body, refusing more than `limit` bytes (by
-/// `Content-Length` before reading anything, or while reading).
-async fn read_body(
-    headers: &http::HeaderMap,
-    body: Incoming,
-    limit: usize,
-) -> Result<Bytes, Error> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(Error::BodyTooLarge);
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(Error::BodyTooLarge),
-        Err(error) => Err(Error::BadRequest(format!(
-            "Could not read the request body: {error}"
-        ))),
-    }
-}
-
-/// Answers one request to a local route, its body read.
-pub async fn answer(
-    state: &State,
-    route: &Route,
-    params: Vec<(String, String)>,
-    request: Request<Bytes>,
-    user: &mut Option<String>,
-) -> Result<Response<Bytes>, Error> {
-    let identity = &state.identity;
-    let caller = identity.caller(request.headers(), route.action).await?;
-    let needs_user = route.action == Action::Portal || state.config.checkout.require_sign_in;
-    match &caller {
-        Caller::User(verified) => *user = Some(verified.id.clone()),
-        Caller::Anonymous if needs_user => return Err(identity.reject(Rejection::NotSignedIn)),
-        _ => {}
-    }
-    let Some(stripe) = &state.stripe else {
-        return Err(Error::BillingNotConfigured);
-    };
-    let body = json_object(request.body())?;
-    let subject = identity.subject(&caller, named(&body)?)?;
-    if needs_user && subject == Subject::Anonymous {
-        return Err(Error::BadRequest(
-            "customerId or userId is required with an API key".into(),
-        ));
-    }
-    let reply = match route.action {
-        Action::Checkout => checkout(state, stripe, route, params, &subject, &body).await?,
-        _ => portal(state, stripe, &subject, &body).await?,
-    };
-    let mut response = Response::new(Bytes::from(reply.to_string()));
-    *response.status_mut() = route.status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
-}
+use super::{present, redirect_url, Billing, Metadata};
+use crate::config;
+use crate::error::Error;
+use crate::identity::Subject;
+use crate::routes::{Mode, Route};
+use crate::stripe::{Stripe, StripeError};
 
 /// A checkout request, validated.
 #[derive(Debug, PartialEq)]
@@ -185,7 +26,7 @@ struct CheckoutRequest {
     mode: Mode,
     quantity: u64,
     trial_days: Option<u32>,
-    metadata: HashMap<String, String>,
+    metadata: Metadata,
 }
 
 impl CheckoutRequest {
@@ -202,17 +43,17 @@ impl CheckoutRequest {
             Some(Value::String(s)) => s.clone(),
             Some(_) => return Err(bad("priceId must be a string")),
         };
-        let present = |name| body.get(name).is_some_and(|v| !v.is_null() && v != "");
-        if !present("successUrl") || !present("cancelUrl") {
+        if !present(body, "successUrl") || !present(body, "cancelUrl") {
             return Err(bad("Success and cancel URLs are required"));
         }
         let mode = match body.get("mode") {
             None | Some(Value::Null) => default_mode.ok_or_else(|| {
                 bad("Mode is required (either 'payment' for one-time payments or 'subscription' for recurring subscription)")
             })?,
-            Some(value) if value == "payment" => Mode::Payment,
-            Some(value) if value == "subscription" => Mode::Subscription,
-            Some(_) => return Err(bad("Mode must be 'payment' or 'subscription'")),
+            Some(value) => value
+                .as_str()
+                .and_then(Mode::parse)
+                .ok_or_else(|| bad("Mode must be 'payment' or 'subscription'"))?,
         };
         let origins = &settings.allowed_redirect_origins;
         let success_url = redirect_url(body, "successUrl", origins)?;
@@ -274,17 +115,17 @@ const METADATA_KEYS: usize = 50;
 const METADATA_KEY_CHARS: usize = 40;
 const METADATA_VALUE_CHARS: usize = 500;
 
-fn metadata(value: Option<&Value>) -> Result<HashMap<String, String>, Error> {
+fn metadata(value: Option<&Value>) -> Result<Metadata, Error> {
     let bad = |message: &str| Error::BadRequest(message.to_string());
     let object = match value {
-        None | Some(Value::Null) => return Ok(HashMap::new()),
+        None | Some(Value::Null) => return Ok(Metadata::new()),
         Some(Value::Object(object)) => object,
         Some(_) => return Err(bad("metadata must be an object of strings")),
     };
     if object.len() > METADATA_KEYS {
         return Err(bad("metadata may have at most 50 keys"));
     }
-    let mut metadata = HashMap::new();
+    let mut metadata = Metadata::new();
     for (key, value) in object {
         let Value::String(value) = value else {
             return Err(bad("metadata must be an object of strings"));
@@ -300,42 +141,16 @@ fn metadata(value: Option<&Value>) -> Result<HashMap<String, String>, Error> {
     Ok(metadata)
 }
 
-/// A redirect URL from the body: an absolute http(s) URL whose origin is
-/// allowed. The URL is sent to Stripe exactly as given (Stripe fills in
-/// `{CHECKOUT_SESSION_ID}`), so anything a parser would quietly repair
-/// (spaces, control characters) is refused rather than repaired.
-fn redirect_url(
-    body: &Map<String, Value>,
-    field: &str,
-    allowed: &[Origin],
-) -> Result<String, Error> {
-    let invalid = || Error::BadRequest(format!("{field} must be a valid URI"));
-    let text = body
-        .get(field)
-        .and_then(Value::as_str)
-        .ok_or_else(invalid)?;
-    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid());
-    }
-    let url = url::Url::parse(text).map_err(|_| invalid())?;
-    let origin = Origin::of(&url).ok_or_else(invalid)?;
-    if !allowed.contains(&origin) {
-        return Err(Error::BadRequest(format!(
-            "{field} is not an allowed redirect URL"
-        )));
-    }
-    Ok(text.to_string())
-}
-
-async fn checkout(
-    state: &State,
+/// Creates the Checkout Session for `subject`.
+pub(super) async fn create(
+    billing: &Billing,
     stripe: &Stripe,
     route: &Route,
     params: Vec<(String, String)>,
     subject: &Subject,
     body: &Map<String, Value>,
 ) -> Result<Value, Error> {
-    let request = CheckoutRequest::parse(body, route.default_mode, &state.config.checkout)?;
+    let request = CheckoutRequest::parse(body, route.default_mode, &billing.checkout)?;
     // Reserved keys override the caller's: route parameters, then user_id.
     let mut metadata = request.metadata;
     metadata.extend(params);
@@ -350,7 +165,7 @@ async fn checkout(
     let customer = match subject {
         Subject::Anonymous => None,
         Subject::Customer { id, .. } => Some(id.clone()),
-        Subject::User(user) => state.customers.for_checkout(stripe, user).await?,
+        Subject::User(user) => billing.customers.for_checkout(stripe, user).await?,
     };
     let mut session = CreateCheckoutSession::new()
         .mode(match request.mode {
@@ -391,77 +206,20 @@ async fn checkout(
             ..CreateCheckoutSessionSubscriptionData::new()
         });
     }
-    if state.config.checkout.allow_promotion_codes {
+    if billing.checkout.allow_promotion_codes {
         session = session.allow_promotion_codes(true);
     }
     let session = session.send(stripe).await?;
-    let url = session.url.ok_or(Error::StripeUnavailable)?;
-    Ok(json!({ "url": url, "sessionId": session.id.as_str() }))
-}
-
-async fn portal(
-    state: &State,
-    stripe: &Stripe,
-    subject: &Subject,
-    body: &Map<String, Value>,
-) -> Result<Value, Error> {
-    if !body
-        .get("returnUrl")
-        .is_some_and(|v| !v.is_null() && v != "")
-    {
-        return Err(Error::BadRequest("Return URL is required".into()));
-    }
-    let return_url = redirect_url(
-        body,
-        "returnUrl",
-        &state.config.checkout.allowed_redirect_origins,
-    )?;
-    let customer = match subject {
-        Subject::Customer { id, .. } => Some(id.clone()),
-        Subject::User(user) => state.customers.find(stripe, &user.id).await?,
-        Subject::Anonymous => None,
-    };
-    let customer = customer.ok_or_else(|| {
-        Error::BadRequest("You don't have a billing account yet. Make a purchase first.".into())
+    let url = session.url.ok_or_else(|| {
+        Error::Stripe(StripeError::Decode("a checkout session without a url".into()))
     })?;
-    let session = CreateBillingPortalSession::new()
-        .customer(customer)
-        .return_url(return_url)
-        .send(stripe)
-        .await?;
-    Ok(json!({ "url": session.url }))
-}
-
-/// The body as a JSON object.
-fn json_object(body: &[u8]) -> Result<Map<String, Value>, Error> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(object)) => Ok(object),
-        _ => Err(Error::BadRequest(
-            "Request body must be a JSON object".into(),
-        )),
-    }
-}
-
-/// The `userId`, `customerId` and `email` a body names.
-fn named(body: &Map<String, Value>) -> Result<Named, Error> {
-    let field = |name: &str| match body.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-        Some(_) => Err(Error::BadRequest(format!(
-            "{name} must be a non-empty string"
-        ))),
-    };
-    Ok(Named {
-        user_id: field("userId")?,
-        customer_id: field("customerId")?,
-        email: field("email")?,
-    })
+    Ok(json!({ "url": url, "sessionId": session.id.as_str() }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::Origin;
 
     fn settings() -> config::Checkout {
         config::Checkout {
@@ -521,7 +279,7 @@ mod tests {
                 mode: Mode::Payment,
                 quantity: 1,
                 trial_days: None,
-                metadata: HashMap::new(),
+                metadata: Metadata::new(),
             }
         );
     }
@@ -694,37 +452,5 @@ mod tests {
         body["quantity"] = json!(3.0);
         let request = parse(body).unwrap();
         assert_eq!((request.quantity, request.trial_days), (3, Some(14)));
-    }
-
-    /// The handler is a plain function: called here with no server and no
-    /// socket.
-    #[tokio::test]
-    async fn answer_runs_without_a_server() {
-        let config = Config::parse("[auth]\nhs256_secret = \"s3cret\"\n", &|_| None).unwrap();
-        let state = State::new(config);
-        let portal = &state.routes.routes()[1];
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &json!({"sub": "u1", "role": "authenticated", "aud": "authenticated", "exp": 4102444800u64}),
-            &jsonwebtoken::EncodingKey::from_secret(b"s3cret"),
-        )
-        .unwrap();
-        let request = |auth: Option<&str>| {
-            let mut request = Request::post("/api/stripe/create-portal");
-            if let Some(auth) = auth {
-                request = request.header("authorization", format!("Bearer {auth}"));
-            }
-            request.body(Bytes::from_static(b"{}")).unwrap()
-        };
-        let mut user = None;
-        let anonymous = answer(&state, portal, vec![], request(None), &mut user).await;
-        assert!(matches!(
-            anonymous,
-            Err(Error::Rejected(Rejection::NotSignedIn))
-        ));
-        assert_eq!(user, None);
-        let signed_in = answer(&state, portal, vec![], request(Some(&token)), &mut user).await;
-        assert!(matches!(signed_in, Err(Error::BillingNotConfigured)));
-        assert_eq!(user.as_deref(), Some("u1"));
     }
 }

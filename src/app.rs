@@ -1,0 +1,300 @@
+//! The one request pipeline: [`State`], built once at start-up, and
+//! [`handle`], which every app-port request goes through.
+//!
+//! `handle` settles the request id and opens the request's tracing span
+//! (so every line the request causes carries `request_id`), refuses what
+//! must never be proxied (`CONNECT`, two `Host` headers), matches the route
+//! table once, and dispatches: a local route learns who is calling
+//! ([`crate::identity`]) and goes to its billing handler
+//! ([`crate::billing`]); anything else goes to the app ([`crate::proxy`]).
+//! Every failure is one [`Error`], turned into HTTP here, once. What the
+//! access log needs (the request id, the action, a verified user id) rides
+//! back on the response as an [`Access`] extension. This module owns no
+//! sockets: `server` calls it, and tests call it with a plain request.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response};
+use tracing::Instrument;
+
+use crate::billing::{self, Billing};
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::customers::Customers;
+use crate::error::Error;
+use crate::http_client::https_client;
+use crate::identity::Identity;
+use crate::metrics::{Metrics, PROXY};
+use crate::proxy::Proxy;
+use crate::routes::{Action, Match, Route, RouteTable, ALLOW};
+use crate::stripe::Stripe;
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `Allow` of a 405 to `CONNECT`: the sidecar is not a forward proxy.
+const ALLOW_PROXIED: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Everything built once at start-up and shared by every request.
+pub struct State {
+    pub config: Config,
+    pub routes: RouteTable,
+    pub proxy: Proxy,
+    pub identity: Identity,
+    pub billing: Billing,
+    pub metrics: Arc<Metrics>,
+    ready: AtomicBool,
+}
+
+impl State {
+    /// Builds the state; inside the runtime, as it starts background work
+    /// (the JWKS refresh).
+    pub fn new(config: Config) -> std::io::Result<State> {
+        let metrics = Arc::new(Metrics::new());
+        let client = https_client(config.upstream.connect_timeout)?;
+        let stripe = Stripe::new(&config.stripe, client.clone(), metrics.clone());
+        let customers = Customers::new(
+            &config.customers,
+            client.clone(),
+            config.stripe.timeout,
+            metrics.clone(),
+        );
+        Ok(State {
+            routes: RouteTable::new(config.routes.clone()),
+            proxy: Proxy::new(
+                &config.upstream,
+                config.server.trusted_proxies.clone(),
+                metrics.clone(),
+            ),
+            identity: Identity::new(&config.auth, client),
+            billing: Billing {
+                stripe,
+                customers,
+                checkout: config.checkout.clone(),
+                webhooks: config.stripe.clone(),
+            },
+            metrics,
+            ready: AtomicBool::new(false),
+            config,
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+}
+
+/// What the access log and the request metrics say of a request, handed
+/// from [`handle`] to the server on the response.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub request_id: HeaderValue,
+    /// The route's action, or `proxy`.
+    pub action: &'static str,
+    /// Only ever from a verified token.
+    pub user_id: Option<String>,
+}
+
+/// Answers one request from `peer`.
+pub async fn handle(state: &State, mut request: Request<Body>, peer: SocketAddr) -> Response<Body> {
+    let request_id = request_id(request.headers().get(X_REQUEST_ID));
+    request
+        .headers_mut()
+        .insert(X_REQUEST_ID, request_id.clone());
+    let span = tracing::info_span!(
+        "request",
+        request_id = request_id.to_str().unwrap_or_default()
+    );
+    async move {
+        let (action, user_id, result) = dispatch(state, request, peer).await;
+        let mut response = result.unwrap_or_else(|error| {
+            if let Error::Rejected(rejection) = &error {
+                state.metrics.rejected(*rejection);
+            }
+            error.into_response()
+        });
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID, request_id.clone());
+        response.extensions_mut().insert(Access {
+            request_id,
+            action,
+            user_id,
+        });
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// The route's action, the verified user (if any) and the outcome.
+async fn dispatch(
+    state: &State,
+    request: Request<Body>,
+    peer: SocketAddr,
+) -> (&'static str, Option<String>, Result<Response<Body>, Error>) {
+    if request.method() == Method::CONNECT {
+        let refused = Error::MethodNotAllowed {
+            allow: ALLOW_PROXIED,
+        };
+        return (PROXY, None, Err(refused));
+    }
+    if request.headers().get_all(header::HOST).iter().count() > 1 {
+        let refused = Error::BadRequest("Request has more than one Host header".into());
+        return (PROXY, None, Err(refused));
+    }
+    match state.routes.find(request.method(), request.uri().path()) {
+        Match::Local { route, params } => {
+            let action = route.action.as_str();
+            let (user, result) = local(state, route, params, request, peer).await;
+            (action, user, result)
+        }
+        Match::WrongMethod { route } => (
+            route.action.as_str(),
+            None,
+            Err(Error::MethodNotAllowed { allow: ALLOW }),
+        ),
+        Match::Proxy => (PROXY, None, state.proxy.forward(request, peer).await),
+    }
+}
+
+/// A local route: a webhook needs no caller; checkout and portal learn
+/// who is calling, read the bounded body, and go to their handler.
+async fn local(
+    state: &State,
+    route: &Route,
+    params: Vec<(String, String)>,
+    request: Request<Body>,
+    peer: SocketAddr,
+) -> (Option<String>, Result<Response<Body>, Error>) {
+    if route.action == Action::Webhook {
+        let result = billing::webhook::handle(&state.billing, &state.proxy, route, request, peer);
+        return (None, result.await);
+    }
+    let caller = match state.identity.caller(request.headers(), route.action).await {
+        Ok(caller) => caller,
+        Err(rejection) => return (None, Err(rejection.into())),
+    };
+    let user = caller.user_id().map(str::to_string);
+    let result = async {
+        let (parts, body) = request.into_parts();
+        let limit = state.config.server.max_body_bytes;
+        let body = body::read(&parts.headers, body, limit).await?;
+        let request = Request::from_parts(parts, body);
+        let response = state.billing.answer(route, params, &caller, request).await?;
+        Ok(response.map(body::full))
+    };
+    (user, result.await)
+}
+
+/// The client's `X-Request-Id` when it is 1 to 128 of `A-Za-z0-9._-`,
+/// else a new one.
+fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
+    let valid = |v: &&HeaderValue| {
+        (1..=128).contains(&v.len())
+            && v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    match given.filter(valid) {
+        Some(id) => id.clone(),
+        None => {
+            let id = uuid::Uuid::new_v4().hyphenated().to_string();
+            HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("unknown"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use serde_json::json;
+
+    fn state(config: &str) -> State {
+        State::new(Config::parse(config, &|_| None).unwrap()).unwrap()
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:4000".parse().unwrap()
+    }
+
+    fn post(path: &str, headers: &[(&str, &str)], body: &'static str) -> Request<Body> {
+        let mut request = Request::post(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(body::full(body)).unwrap()
+    }
+
+    async fn json_of(response: Response<Body>) -> serde_json::Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// The pipeline is a plain function: called here with no server and
+    /// no socket.
+    #[tokio::test]
+    async fn a_portal_request_walks_the_pipeline_without_a_socket() {
+        let state = state("[auth]\nhs256_secret = \"s3cret\"\n");
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({"sub": "u1", "role": "authenticated", "aud": "authenticated", "exp": 4102444800u64}),
+            &jsonwebtoken::EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap();
+        let anonymous = handle(&state, post("/api/stripe/create-portal", &[], "{}"), peer()).await;
+        assert_eq!(anonymous.status(), 401);
+        let access = anonymous.extensions().get::<Access>().unwrap().clone();
+        assert_eq!((access.action, access.user_id), ("portal", None));
+        assert_eq!(json_of(anonymous).await, json!({"error": "Not signed in"}));
+
+        let bearer = format!("Bearer {token}");
+        let request = post(
+            "/api/stripe/create-portal",
+            &[("authorization", &bearer), ("x-request-id", "req-1")],
+            "{}",
+        );
+        let signed_in = handle(&state, request, peer()).await;
+        assert_eq!(signed_in.status(), 503, "no stripe.secret_key");
+        assert_eq!(signed_in.headers()["x-request-id"], "req-1");
+        let access = signed_in.extensions().get::<Access>().unwrap();
+        assert_eq!(access.user_id.as_deref(), Some("u1"));
+    }
+
+    #[tokio::test]
+    async fn connect_and_two_hosts_are_refused_before_routing() {
+        let state = state("");
+        let connect = Request::builder()
+            .method(Method::CONNECT)
+            .uri("evil.example:443")
+            .body(body::full(""))
+            .unwrap();
+        let response = handle(&state, connect, peer()).await;
+        assert_eq!(response.status(), 405);
+        assert!(response.headers().contains_key(header::ALLOW));
+        let two_hosts = post("/echo", &[("host", "a.example"), ("host", "b.example")], "");
+        assert_eq!(handle(&state, two_hosts, peer()).await.status(), 400);
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_when_safe() {
+        let id = |given: &str| request_id(Some(&HeaderValue::from_str(given).unwrap()));
+        for kept in ["abc", "A-1_b.2", &"x".repeat(128)] {
+            assert_eq!(id(kept), kept);
+        }
+        for replaced in ["", "has space", "a/b", "é", &"x".repeat(129), "a\"b"] {
+            let new = HeaderValue::from_bytes(replaced.as_bytes())
+                .map(|v| request_id(Some(&v)))
+                .unwrap_or_else(|_| request_id(None));
+            assert_ne!(new, replaced);
+            assert_eq!(new.len(), 36, "a UUID");
+        }
+        assert_ne!(request_id(None), request_id(None));
+    }
+}
