@@ -12,12 +12,20 @@ use crate::metrics::Metrics;
 /// Answers one admin request.
 pub fn handle<B>(ready: bool, metrics: &Metrics, request: &Request<B>) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n".into());
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use GET\n".into(),
+        );
     }
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" if ready => text(StatusCode::OK, "text/plain", "ready\n".into()),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into()),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready\n".into(),
+        ),
         "/metrics" => {
             let accept = request
                 .headers()
@@ -28,7 +36,11 @@ pub fn handle<B>(ready: bool, metrics: &Metrics, request: &Request<B>) -> Respon
                 Ok((content_type, body)) => text(StatusCode::OK, content_type, body),
                 Err(error) => {
                     tracing::error!(%error, "cannot encode the metrics");
-                    text(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "error\n".into())
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain",
+                        "error\n".into(),
+                    )
                 }
             }
         }

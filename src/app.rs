@@ -51,7 +51,7 @@ impl State {
     /// Builds the state; inside the runtime, as it starts background work
     /// (the JWKS refresh).
     pub fn new(config: Config) -> std::io::Result<State> {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::default());
         let client = https_client(config.upstream.connect_timeout)?;
         let stripe = Stripe::new(&config.stripe, client.clone(), metrics.clone());
         let customers = Customers::new(
@@ -186,7 +186,10 @@ async fn local(
         let limit = state.config.server.max_body_bytes;
         let body = body::read(&parts.headers, body, limit).await?;
         let request = Request::from_parts(parts, body);
-        let response = state.billing.answer(route, params, &caller, request).await?;
+        let response = state
+            .billing
+            .answer(route, params, &caller, request)
+            .await?;
         Ok(response.map(body::full))
     };
     (user, result.await)

@@ -220,7 +220,7 @@ impl Customers {
             "stripe-sidecar-customer-{}",
             hex::encode(&digest[..16])
         ))
-            .map_err(|e| Error::Internal(e.into()))?;
+        .map_err(|e| Error::Internal(e.into()))?;
         let customer = create
             .customize()
             .request_strategy(RequestStrategy::Idempotent(key))

@@ -215,14 +215,20 @@ mod tests {
                 403,
                 "customerId and userId need an API key",
             ),
-            (refused(400, "No such price: 'price_x'"), 400, "No such price: 'price_x'"),
+            (
+                refused(400, "No such price: 'price_x'"),
+                400,
+                "No such price: 'price_x'",
+            ),
             (
                 refused(401, "Invalid API Key provided: sk_test_****1234"),
                 500,
                 "Billing is misconfigured",
             ),
             (
-                Error::Stripe(StripeError::Unavailable("status 500 after 2 retries".into())),
+                Error::Stripe(StripeError::Unavailable(
+                    "status 500 after 2 retries".into(),
+                )),
                 502,
                 "Stripe is unavailable, please try again",
             ),

@@ -157,7 +157,6 @@ impl Rejection {
         Rejection::ActionNotAllowed,
         Rejection::NeedsApiKey,
     ];
-
 }
 
 /// The verifier, built once at start-up.
@@ -232,8 +231,7 @@ impl Identity {
             None => Ok(Caller::Anonymous),
             Some(Credential::Jwt(token)) => self.verify(&token).await.map(Caller::User),
             Some(Credential::ApiKey(key)) => {
-                let key =
-                    api_key(&self.settings.api_keys, &key).ok_or(Rejection::UnknownApiKey)?;
+                let key = api_key(&self.settings.api_keys, &key).ok_or(Rejection::UnknownApiKey)?;
                 if !key.actions.contains(&action) {
                     return Err(Rejection::ActionNotAllowed);
                 }
@@ -504,7 +502,11 @@ impl Jwks {
     fn lookup(&self, kid: &str, alg: Algorithm) -> Option<DecodingKey> {
         // A panic while the lock was held cannot leave a half-written map
         // (it is swapped whole), so a poisoned lock is still good.
-        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         keys.get(kid)
             .filter(|(key_alg, _)| *key_alg == alg)
             .map(|(_, key)| key.clone())

@@ -61,7 +61,11 @@ where
         let level = event.metadata().level().as_str().to_ascii_lowercase();
         fields.insert("level".into(), level.into());
         fields.insert("target".into(), event.metadata().target().into());
-        for span in ctx.event_scope().into_iter().flat_map(|scope| scope.from_root()) {
+        for span in ctx
+            .event_scope()
+            .into_iter()
+            .flat_map(|scope| scope.from_root())
+        {
             let extensions = span.extensions();
             let Some(recorded) = extensions.get::<FormattedFields<N>>() else {
                 continue;

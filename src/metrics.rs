@@ -170,8 +170,9 @@ pub struct Metrics {
     connections: Gauge,
 }
 
-impl Metrics {
-    pub fn new() -> Metrics {
+impl Default for Metrics {
+    /// Every family registered, known label values at 0.
+    fn default() -> Metrics {
         let mut registry = Registry::with_prefix("stripe_sidecar");
         let metrics = Metrics {
             requests: Family::default(),
@@ -227,11 +228,17 @@ impl Metrics {
         registry.register("build_info", "The running version", build_info);
         // Known label values start at 0, so rates work from the first scrape.
         for result in ["hit", "miss"] {
-            metrics.customer_cache.get_or_create(&ResultLabel { result }).get();
+            metrics
+                .customer_cache
+                .get_or_create(&ResultLabel { result })
+                .get();
         }
         for failure in UpstreamFailure::ALL {
             let kind = failure.label();
-            metrics.upstream_errors.get_or_create(&KindLabel { kind }).get();
+            metrics
+                .upstream_errors
+                .get_or_create(&KindLabel { kind })
+                .get();
         }
         for (_, endpoint) in STRIPE_ENDPOINTS {
             let outcome = StripeOutcome::Ok.label();
@@ -242,14 +249,19 @@ impl Metrics {
         }
         for rejection in Rejection::ALL {
             let reason = rejection_reason(rejection);
-            metrics.auth_rejections.get_or_create(&ReasonLabel { reason }).get();
+            metrics
+                .auth_rejections
+                .get_or_create(&ReasonLabel { reason })
+                .get();
         }
         Metrics {
             registry,
             ..metrics
         }
     }
+}
 
+impl Metrics {
     /// One answered request (counted when its response body ends).
     pub fn request(&self, action: &'static str, status: u16, took: Duration) {
         self.requests
@@ -284,7 +296,9 @@ impl Metrics {
 
     pub fn upstream_error(&self, failure: UpstreamFailure) {
         let kind = failure.label();
-        self.upstream_errors.get_or_create(&KindLabel { kind }).inc();
+        self.upstream_errors
+            .get_or_create(&KindLabel { kind })
+            .inc();
     }
 
     /// The open-connections gauge, held by the accept loop.
@@ -344,7 +358,7 @@ mod tests {
 
     #[test]
     fn every_family_of_the_spec_is_exposed_in_both_formats() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::default();
         metrics.request(PROXY, 200, Duration::from_millis(10));
         metrics.connections().inc();
         let (kind, text) = metrics.encode("").unwrap();
@@ -369,7 +383,10 @@ mod tests {
         let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
         let (kind, text) = metrics.encode(accept).unwrap();
         assert_eq!(kind, OPENMETRICS);
-        assert!(text.contains("# TYPE stripe_sidecar_requests counter"), "{text}");
+        assert!(
+            text.contains("# TYPE stripe_sidecar_requests counter"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

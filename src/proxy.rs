@@ -104,7 +104,10 @@ impl Proxy {
             Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| {
                 self.failed(
                     UpstreamFailure::Timeout,
-                    format!("no response from {} within upstream.read_timeout_ms", self.authority),
+                    format!(
+                        "no response from {} within upstream.read_timeout_ms",
+                        self.authority
+                    ),
                 )
             })?,
             None => call.await,
@@ -118,7 +121,10 @@ impl Proxy {
                 _ => {
                     return Err(self.failed(
                         UpstreamFailure::Request,
-                        format!("{} switched to a protocol the client did not ask for", self.authority),
+                        format!(
+                            "{} switched to a protocol the client did not ask for",
+                            self.authority
+                        ),
                     ))
                 }
             };
@@ -192,7 +198,11 @@ impl Proxy {
         if trusted {
             let client = client_ip(headers, peer, &self.trusted_proxies);
             set_if_absent(headers, X_REAL_IP, header_value(&client.to_string()));
-            set_if_absent(headers, X_FORWARDED_PROTO, Some(HeaderValue::from_static("http")));
+            set_if_absent(
+                headers,
+                X_FORWARDED_PROTO,
+                Some(HeaderValue::from_static("http")),
+            );
             set_if_absent(headers, X_FORWARDED_HOST, host);
         } else {
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -381,7 +391,7 @@ mod tests {
     fn proxy(trusted: &[&str]) -> Proxy {
         let config = crate::config::Config::parse("", &|_| None).unwrap();
         let trusted = trusted.iter().map(|n| n.parse().unwrap()).collect();
-        Proxy::new(&config.upstream, trusted, Arc::new(Metrics::new()))
+        Proxy::new(&config.upstream, trusted, Arc::new(Metrics::default()))
     }
 
     fn forwarded(trusted: &[&str], peer: &str, pairs: &[(&str, &str)]) -> HeaderMap {
@@ -420,12 +430,18 @@ mod tests {
 
     #[test]
     fn upgrades_are_for_the_protocols_asked_and_never_h2c() {
-        let ws = headers(&[("connection", "Upgrade, keep-alive"), ("upgrade", "WebSocket")]);
+        let ws = headers(&[
+            ("connection", "Upgrade, keep-alive"),
+            ("upgrade", "WebSocket"),
+        ]);
         assert_eq!(upgrade_protocols(&ws), Some(vec!["websocket".to_string()]));
         for not in [
             headers(&[("upgrade", "websocket")]),
             headers(&[("connection", "upgrade")]),
-            headers(&[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "h2c")]),
+            headers(&[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", "h2c"),
+            ]),
             headers(&[("connection", "upgrade"), ("upgrade", "websocket, h2c")]),
         ] {
             assert_eq!(upgrade_protocols(&not), None, "{not:?}");
@@ -460,7 +476,10 @@ mod tests {
                 ("forwarded", "for=9.9.9.9;proto=https"),
             ],
         );
-        assert_eq!(values(&map, "x-forwarded-for"), ["1.1.1.1, 2.2.2.2, 10.1.2.3"]);
+        assert_eq!(
+            values(&map, "x-forwarded-for"),
+            ["1.1.1.1, 2.2.2.2, 10.1.2.3"]
+        );
         assert_eq!(values(&map, "x-forwarded-proto"), ["http"]);
         assert_eq!(values(&map, "x-forwarded-host"), ["a.com"]);
         assert_eq!(values(&map, "x-real-ip"), ["10.1.2.3"]);
@@ -480,7 +499,10 @@ mod tests {
                 ("x-forwarded-host", "shop.example"),
             ],
         );
-        assert_eq!(values(&map, "x-forwarded-for"), ["203.0.113.7, 10.9.9.9, 10.1.2.3"]);
+        assert_eq!(
+            values(&map, "x-forwarded-for"),
+            ["203.0.113.7, 10.9.9.9, 10.1.2.3"]
+        );
         assert_eq!(values(&map, "x-forwarded-proto"), ["https"]);
         assert_eq!(values(&map, "x-forwarded-host"), ["shop.example"]);
         assert_eq!(values(&map, "x-real-ip"), ["203.0.113.7"]);
@@ -498,12 +520,19 @@ mod tests {
             let pairs: Vec<(&str, &str)> = xff.iter().map(|v| ("x-forwarded-for", *v)).collect();
             client_ip(&headers(&pairs), peer.parse().unwrap(), &trusted).to_string()
         };
-        assert_eq!(ip("203.0.113.1", &["1.1.1.1"]), "203.0.113.1", "untrusted peer");
+        assert_eq!(
+            ip("203.0.113.1", &["1.1.1.1"]),
+            "203.0.113.1",
+            "untrusted peer"
+        );
         assert_eq!(ip("10.0.0.1", &[]), "10.0.0.1");
         assert_eq!(ip("10.0.0.1", &["1.1.1.1, 2.2.2.2"]), "2.2.2.2");
         assert_eq!(ip("10.0.0.1", &["1.1.1.1", "2.2.2.2, 10.0.0.2"]), "2.2.2.2");
         assert_eq!(ip("10.0.0.1", &["192.168.1.1, 10.0.0.2"]), "192.168.1.1");
-        assert_eq!(ip("10.0.0.1", &["1.1.1.1, [2001:db8::1]:443"]), "2001:db8::1");
+        assert_eq!(
+            ip("10.0.0.1", &["1.1.1.1, [2001:db8::1]:443"]),
+            "2001:db8::1"
+        );
         assert_eq!(ip("10.0.0.1", &["1.1.1.1, garbage"]), "10.0.0.1");
     }
 }

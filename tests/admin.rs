@@ -32,11 +32,15 @@ async fn metrics_count_requests_by_action_and_status() {
     raw::request(sidecar.addr, "POST", "/api/stripe/create-checkout", "").await;
     raw::request(sidecar.addr, "GET", "/api/stripe/create-portal", "").await;
     let metrics = raw::request(sidecar.admin, "GET", "/metrics", "").await;
-    assert!(metrics
-        .header("content-type")
-        .unwrap()
-        .starts_with("application/openmetrics-text"));
+    assert_eq!(
+        metrics.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8"),
+        "Prometheus text unless the scraper asks for OpenMetrics"
+    );
     for line in [
+        "# TYPE stripe_sidecar_requests_total counter",
+        "# TYPE stripe_sidecar_connections gauge",
+        "stripe_sidecar_build_info{version=\"",
         "stripe_sidecar_requests_total{action=\"proxy\",status=\"200\"} 1",
         "stripe_sidecar_requests_total{action=\"proxy\",status=\"404\"} 1",
         "stripe_sidecar_requests_total{action=\"checkout\",status=\"503\"} 1",
@@ -50,5 +54,53 @@ async fn metrics_count_requests_by_action_and_status() {
             "missing {line} in\n{}",
             metrics.body
         );
+    }
+}
+
+#[tokio::test]
+async fn openmetrics_when_the_scraper_asks() {
+    let app = FakeApp::start().await;
+    let sidecar = Sidecar::builder(&app.url()).start().await;
+    let accept =
+        "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n";
+    let metrics = raw::request(sidecar.admin, "GET", "/metrics", accept).await;
+    assert!(metrics
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text; version=1.0.0"));
+    assert!(metrics
+        .body
+        .contains("# TYPE stripe_sidecar_upstream_errors counter"));
+    assert!(metrics.body.ends_with("# EOF\n"), "{}", metrics.body);
+}
+
+#[tokio::test]
+async fn open_client_connections_are_a_gauge() {
+    let app = FakeApp::start().await;
+    let sidecar = Sidecar::builder(&app.url()).start().await;
+    let gauge = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("stripe_sidecar_connections "))
+            .map(|v| v.trim().to_string())
+    };
+    let held = tokio::net::TcpStream::connect(sidecar.addr).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let metrics = raw::request(sidecar.admin, "GET", "/metrics", "").await;
+        if gauge(&metrics.body).as_deref() == Some("1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", metrics.body);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(held);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let metrics = raw::request(sidecar.admin, "GET", "/metrics", "").await;
+        if gauge(&metrics.body).as_deref() == Some("0") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", metrics.body);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }

@@ -57,8 +57,10 @@ async fn headers_are_rewritten_as_a_proxy_should() {
         "X-Forwarded-For: 203.0.113.9\r\n\
          X-Forwarded-Proto: spoofed\r\n\
          X-Forwarded-Host: evil.example\r\n\
-         Connection: close, X-Hop\r\n\
+         Connection: close, X-Hop, Host, X-Request-Id\r\n\
          X-Hop: secret\r\n\
+         X-Real-IP: 203.0.113.9\r\n\
+         Forwarded: for=203.0.113.9;proto=https\r\n\
          Keep-Alive: timeout=5\r\n\
          Proxy-Authorization: Basic abc\r\n\
          TE: trailers\r\n\
@@ -75,6 +77,7 @@ async fn headers_are_rewritten_as_a_proxy_should() {
     );
     assert_eq!(echoed_header(&echo, "x-forwarded-proto"), ["http"]);
     assert_eq!(echoed_header(&echo, "x-forwarded-host"), ["test.local"]);
+    assert_eq!(echoed_header(&echo, "x-real-ip"), ["127.0.0.1"]);
     assert_eq!(echoed_header(&echo, "cookie"), ["sb-x-auth-token=abc"]);
     assert_eq!(echoed_header(&echo, "x-custom"), ["kept"]);
     for hop in [
@@ -83,15 +86,181 @@ async fn headers_are_rewritten_as_a_proxy_should() {
         "proxy-authorization",
         "te",
         "upgrade",
+        "forwarded",
     ] {
         assert!(
             echoed_header(&echo, hop).is_empty(),
             "{hop} reached the app"
         );
     }
+    // `Connection` named them, but they always stay.
     let request_id = echoed_header(&echo, "x-request-id");
     assert_eq!(request_id.len(), 1);
     assert_eq!(request_id[0].len(), 36, "a generated UUID: {request_id:?}");
+    assert_eq!(response.header("x-request-id"), Some(request_id[0]));
+}
+
+/// Behind a TLS ingress the app must see what the ingress saw, but only
+/// when the peer is a trusted proxy.
+#[tokio::test]
+async fn a_trusted_proxy_vouches_for_the_client() {
+    let app = FakeApp::start().await;
+    let forwarded = "X-Forwarded-For: 203.0.113.7\r\n\
+                     X-Forwarded-Proto: https\r\n\
+                     X-Forwarded-Host: shop.example\r\n";
+    let trusted = Sidecar::builder(&app.url())
+        .set("server", "trusted_proxies = [\"127.0.0.0/8\"]")
+        .start()
+        .await;
+    let echo = raw::request(trusted.addr, "GET", "/echo", forwarded)
+        .await
+        .json();
+    assert_eq!(echoed_header(&echo, "x-forwarded-proto"), ["https"]);
+    assert_eq!(echoed_header(&echo, "x-forwarded-host"), ["shop.example"]);
+    assert_eq!(echoed_header(&echo, "x-real-ip"), ["203.0.113.7"]);
+    assert_eq!(
+        echoed_header(&echo, "x-forwarded-for"),
+        ["203.0.113.7, 127.0.0.1"]
+    );
+
+    let untrusted = Sidecar::builder(&app.url())
+        .set("server", "trusted_proxies = [\"10.0.0.0/8\"]")
+        .start()
+        .await;
+    let echo = raw::request(untrusted.addr, "GET", "/echo", forwarded)
+        .await
+        .json();
+    assert_eq!(echoed_header(&echo, "x-forwarded-proto"), ["http"]);
+    assert_eq!(echoed_header(&echo, "x-forwarded-host"), ["test.local"]);
+    assert_eq!(echoed_header(&echo, "x-real-ip"), ["127.0.0.1"]);
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_only_when_safe_and_always_returned() {
+    let (_app, sidecar) = setup().await;
+    for (given, kept) in [
+        ("abc-123_x.Y", true),
+        (&*"a".repeat(128), true),
+        (&*"a".repeat(129), false),
+        ("has space", false),
+        ("a/b", false),
+        ("<script>", false),
+    ] {
+        let header = format!("X-Request-Id: {given}\r\n");
+        let response = raw::request(sidecar.addr, "GET", "/echo", &header).await;
+        let seen = echoed_header(&response.json(), "x-request-id")[0].to_string();
+        assert_eq!(seen == given, kept, "{given:?} -> {seen:?}");
+        assert_eq!(response.header("x-request-id"), Some(seen.as_str()));
+    }
+    // Local routes and refusals carry it too.
+    for (method, target) in [
+        ("POST", "/api/stripe/create-checkout"),
+        ("GET", "/api/stripe/create-portal"),
+        ("POST", "/api/stripe/webhook"),
+    ] {
+        let response = raw::request(sidecar.addr, method, target, "X-Request-Id: r-7\r\n").await;
+        assert_eq!(
+            response.header("x-request-id"),
+            Some("r-7"),
+            "{method} {target}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_and_tunnel_requests_never_reach_the_app() {
+    let (app, sidecar) = setup().await;
+    let two_hosts = raw::send(
+        sidecar.addr,
+        b"GET /echo HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(two_hosts.status, 400);
+    assert_eq!(
+        two_hosts.json()["error"],
+        "Request has more than one Host header"
+    );
+    let connect = raw::send(
+        sidecar.addr,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(connect.status, 405);
+    assert!(connect.header("allow").is_some());
+    assert_eq!(app.requests(), 0);
+}
+
+#[tokio::test]
+async fn h2c_is_never_upgraded_and_101_only_for_the_protocol_asked() {
+    let (_app, sidecar) = setup().await;
+    let h2c = raw::request(
+        sidecar.addr,
+        "GET",
+        "/echo",
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n",
+    )
+    .await;
+    assert_eq!(h2c.status, 200, "served as plain HTTP/1.1");
+    let echo = h2c.json();
+    for hop in ["upgrade", "http2-settings"] {
+        assert!(
+            echoed_header(&echo, hop).is_empty(),
+            "{hop} reached the app"
+        );
+    }
+    let ws = "Connection: Upgrade\r\nUpgrade: websocket\r\n";
+    let other = raw::request(sidecar.addr, "GET", "/switch?to=h2c", ws).await;
+    assert_eq!(other.status, 502, "the app switched to what was not asked");
+    let unasked = raw::request(sidecar.addr, "GET", "/switch?to=websocket", "").await;
+    assert_eq!(
+        unasked.status, 502,
+        "a 101 to a request that asked no upgrade"
+    );
+}
+
+/// Regression: a client's broken chunked body was a 502 and counted as an
+/// app failure (`upstream_errors_total{kind="request"}`).
+#[tokio::test]
+async fn a_malformed_client_body_is_400_and_not_the_apps_fault() {
+    let (_app, sidecar) = setup().await;
+    let response = raw::send(
+        sidecar.addr,
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\nzz\r\nbroken\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response.status, 400, "{}", response.body);
+    assert_eq!(response.json()["error"], "Malformed request body");
+    let metrics = reqwest::get(sidecar.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("stripe_sidecar_upstream_errors_total{kind=\"request\"} 0"),
+        "{metrics}"
+    );
+}
+
+/// Regression: an app answering HTTP/1.0 made the sidecar answer HTTP/1.0.
+#[tokio::test]
+async fn responses_are_http_1_1_whatever_the_app_spoke() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let old = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", old.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = old.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+    });
+    let sidecar = Sidecar::builder(&url).start().await;
+    let response = raw::request(sidecar.addr, "GET", "/", "").await;
+    assert_eq!((response.status, response.body.as_str()), (200, "ok"));
+    assert_eq!(response.version, "HTTP/1.1");
 }
 
 #[tokio::test]
@@ -347,6 +516,13 @@ async fn large_headers_are_accepted_up_to_64_kib() {
     assert_eq!(response.status, 200);
     assert_eq!(echoed_header(&response.json(), "cookie"), [cookie.as_str()]);
 
+    // Regression: the 101st header got 431, however small.
+    let many: String = (0..4000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    assert!(many.len() < 60 * 1024);
+    let response = raw::request(sidecar.addr, "GET", "/echo", &many).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(echoed_header(&response.json(), "x-h3999"), ["v"]);
+
     let huge = format!("Cookie: x={}\r\n", "a".repeat(100 * 1024));
     let response = raw::request(sidecar.addr, "GET", "/echo", &huge).await;
     assert_eq!(response.status, 431);
@@ -367,4 +543,34 @@ async fn malformed_requests_get_400_and_others_are_unaffected() {
     assert_eq!(app.requests(), 0);
     let good = raw::request(sidecar.addr, "GET", "/echo", "").await;
     assert_eq!(good.status, 200);
+}
+
+/// The warn line says what failed and where, as oauth2-proxy's does, and
+/// carries the request's id.
+#[tokio::test]
+async fn an_unreachable_app_is_logged_with_cause_address_and_request_id() {
+    let app = FakeApp::start().await;
+    let url = app.url();
+    drop(app);
+    let process = Sidecar::builder(&url).spawn();
+    let response = raw::request(process.addr, "GET", "/echo", "X-Request-Id: down-1\r\n").await;
+    assert_eq!(response.status, 502);
+    let address = url.trim_start_matches("http://");
+    let warning = loop {
+        let line = process
+            .lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a warn line");
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if json["message"] == "app unreachable" {
+            break json;
+        }
+    };
+    assert_eq!(warning["level"], "warn");
+    assert_eq!(warning["request_id"], "down-1");
+    assert_eq!(
+        warning["cause"],
+        format!("connection refused to {address}"),
+        "{warning}"
+    );
 }

@@ -2,7 +2,7 @@
 //! by the sidecar, forwarded to an app that verifies them again itself, and
 //! their effect on the customer cache seen through the portal route.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::Mac;
 use jsonwebtoken::{encode, EncodingKey, Header};
@@ -390,4 +390,32 @@ async fn completed_checkouts_and_deleted_customers_update_the_cache() {
         "looked up again, and gone"
     );
     assert_eq!(searches(), 2);
+}
+
+/// A stale or malformed `Stripe-Signature` is refused before the body is
+/// read: a client that sends headers and then nothing gets its 400 at once.
+#[tokio::test]
+async fn a_bad_signature_header_costs_no_body_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = hook(|b| b).await;
+    let stale = signature(SECRET, now() - 3600, b"{}");
+    for header in [stale.as_str(), "garbage", "t=abc,v1=00"] {
+        let mut stream = tokio::net::TcpStream::connect(h.sidecar.addr)
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /api/stripe/webhook HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\
+             Stripe-Signature: {header}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut reply = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut reply))
+            .await
+            .expect("answered without waiting for the body")
+            .unwrap();
+        let reply = String::from_utf8_lossy(&reply[..n]);
+        assert!(reply.starts_with("HTTP/1.1 400"), "{header}: {reply}");
+        assert!(reply.contains("Invalid Stripe signature"), "{reply}");
+    }
+    assert_eq!(h.app.webhooks().len(), 0);
 }

@@ -211,7 +211,9 @@ pub(super) async fn create(
     }
     let session = session.send(stripe).await?;
     let url = session.url.ok_or_else(|| {
-        Error::Stripe(StripeError::Decode("a checkout session without a url".into()))
+        Error::Stripe(StripeError::Decode(
+            "a checkout session without a url".into(),
+        ))
     })?;
     Ok(json!({ "url": url, "sessionId": session.id.as_str() }))
 }

@@ -65,7 +65,9 @@ impl Billing {
                 checkout::create(self, stripe, route, params, &subject, &body).await?
             }
             Action::Portal => portal::create(self, stripe, &subject, &body).await?,
-            Action::Webhook => return Err(Error::Internal("webhooks are not answered here".into())),
+            Action::Webhook => {
+                return Err(Error::Internal("webhooks are not answered here".into()))
+            }
         };
         let mut response = Response::new(Bytes::from(reply.to_string()));
         *response.status_mut() = route.status;

@@ -545,10 +545,7 @@ async fn api_keys_are_checked_by_hash_and_action() {
         );
     }
     let portal = identity.caller(&bearer(BACKEND_KEY), Action::Portal).await;
-    assert!(matches!(
-        portal,
-        Err(Rejection::ActionNotAllowed)
-    ));
+    assert!(matches!(portal, Err(Rejection::ActionNotAllowed)));
 }
 
 #[test]
@@ -569,10 +566,7 @@ fn only_api_key_callers_may_name_someone() {
             naming(None, Some("cus_1")),
             naming(Some("u1"), None),
         ] {
-            assert!(matches!(
-                caller.subject(named),
-                Err(Rejection::NeedsApiKey)
-            ));
+            assert!(matches!(caller.subject(named), Err(Rejection::NeedsApiKey)));
         }
     }
     assert_eq!(
@@ -590,17 +584,13 @@ fn only_api_key_callers_may_name_someone() {
         })
     );
     assert_eq!(
-        key.subject(naming(Some("u2"), Some("cus_1")))
-            .unwrap(),
+        key.subject(naming(Some("u2"), Some("cus_1"))).unwrap(),
         Subject::Customer {
             id: "cus_1".into(),
             email: Some("b@example.com".into())
         }
     );
-    assert_eq!(
-        key.subject(Named::default()).unwrap(),
-        Subject::Anonymous
-    );
+    assert_eq!(key.subject(Named::default()).unwrap(), Subject::Anonymous);
 }
 
 #[tokio::test]

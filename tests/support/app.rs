@@ -167,7 +167,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     Ok::<_, Infallible>(route(req, &shared).await)
                 }
             });
+            // Takes as many headers as the sidecar passes on.
             let _ = http1::Builder::new()
+                .max_headers(16 * 1024)
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades()
                 .await;
@@ -194,6 +196,17 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
             query_num(&req, "interval_ms").unwrap_or(0),
         ),
         "/ws" if get => websocket(req),
+        // Answers 101 with whatever protocol `?to=` names, asked or not.
+        "/switch" => {
+            let to = req.uri().query().and_then(|q| q.strip_prefix("to="));
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let to = HeaderValue::from_str(to.unwrap_or("h2c")).unwrap();
+            resp.headers_mut().insert(header::UPGRADE, to);
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            resp
+        }
         "/slow" if get => {
             let ms = query_num(&req, "ms").unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;

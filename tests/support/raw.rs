@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 /// A parsed response: status, lower-cased headers, body.
 #[derive(Debug)]
 pub struct RawResponse {
+    /// `HTTP/1.1` or `HTTP/1.0`, from the status line.
+    pub version: String,
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -54,8 +56,13 @@ fn parse(bytes: &[u8]) -> RawResponse {
     let text = String::from_utf8_lossy(bytes);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.split("\r\n");
-    let status = lines
+    let status_line = lines.next().unwrap_or_default();
+    let version = status_line
+        .split(' ')
         .next()
+        .unwrap_or_default()
+        .to_string();
+    let status = Some(status_line)
         .and_then(|line| line.split(' ').nth(1))
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"));
@@ -72,6 +79,7 @@ fn parse(bytes: &[u8]) -> RawResponse {
         body.to_string()
     };
     RawResponse {
+        version,
         status,
         headers,
         body,
