@@ -1,7 +1,6 @@
 //! Shared helpers for the end-to-end tests: the fake upstream app, the
 //! sidecar launcher, and a raw HTTP/1.1 client for requests no well-behaved
 //! client library would send.
-#![allow(dead_code)]
 
 pub mod app;
 pub mod raw;
