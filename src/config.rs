@@ -16,6 +16,9 @@
 //! not open sockets or read secrets beyond the environment variables the
 //! file names.
 
+// A bad file is a list of problems, never a panic.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,7 +27,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::routes::{Action, Mode, Route};
+use crate::routes::{one_of, Action, Mode, Route};
 
 /// One thing wrong with the configuration, named by its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,10 +245,10 @@ pub struct RawRoute {
 }
 
 impl RawRoute {
-    fn new(path: &str, action: &str, forward_to: Option<&str>) -> RawRoute {
+    fn new(path: &str, action: Action, forward_to: Option<&str>) -> RawRoute {
         RawRoute {
             path: path.into(),
-            action: action.into(),
+            action: action.as_str().into(),
             forward_to: forward_to.map(Into::into),
             ..RawRoute::default()
         }
@@ -255,11 +258,11 @@ impl RawRoute {
 /// The routes used when the file has no `[[routes]]`.
 pub fn default_routes() -> Vec<RawRoute> {
     vec![
-        RawRoute::new("/api/stripe/create-checkout", "checkout", None),
-        RawRoute::new("/api/stripe/create-portal", "portal", None),
+        RawRoute::new("/api/stripe/create-checkout", Action::Checkout, None),
+        RawRoute::new("/api/stripe/create-portal", Action::Portal, None),
         RawRoute::new(
             "/api/stripe/webhook",
-            "webhook",
+            Action::Webhook,
             Some("/api/stripe/webhook"),
         ),
     ]
@@ -312,7 +315,8 @@ impl RawConfig {
         raw.stripe.webhook_secrets.iter_mut().for_each(hide);
         raw.customers.lookup_headers.values_mut().for_each(hide);
         raw.routes.get_or_insert_with(default_routes);
-        toml::to_string(&raw).expect("the raw configuration always serializes")
+        // Cannot fail: every value came from TOML or is a small default.
+        toml::to_string(&raw).unwrap_or_else(|e| format!("# not printable: {e}\n"))
     }
 }
 
@@ -664,12 +668,14 @@ impl Config {
         let upstream = validate_upstream(&raw.upstream, &mut p);
         let auth = validate_auth(&raw.auth, &mut p);
         let stripe = validate_stripe(&raw.stripe, &mut p);
-        let checkout = validate_checkout(&raw.checkout, stripe.secret_key.is_some(), &mut p);
+        let has_secret_key = !raw.stripe.secret_key.is_empty();
+        let checkout = validate_checkout(&raw.checkout, has_secret_key, &mut p);
         let customers = validate_customers(&raw.customers, &mut p);
         let routes = validate_routes(raw.routes.as_deref(), &mut p);
-        if !p.is_empty() {
+        // A section that could not be built has pushed its problem.
+        let (Some(stripe), true) = (stripe, p.is_empty()) else {
             return Err(Problems(p));
-        }
+        };
         Ok(Config {
             server,
             upstream,
@@ -780,6 +786,11 @@ fn validate_upstream(raw: &RawUpstream, p: &mut Vec<Problem>) -> Upstream {
     }
 }
 
+/// Every action but the webhook, which Stripe's signature authenticates.
+fn api_key_may_call(action: Action) -> bool {
+    action != Action::Webhook
+}
+
 fn validate_auth(raw: &RawAuth, p: &mut Vec<Problem>) -> Auth {
     let header = http::HeaderName::try_from(raw.header.as_str()).unwrap_or_else(|_| {
         p.push(problem(
@@ -833,12 +844,19 @@ fn validate_auth(raw: &RawAuth, p: &mut Vec<Problem>) -> Auth {
         }
         let mut actions = Vec::new();
         for (j, action) in key.actions.iter().enumerate() {
-            match action.as_str() {
-                "checkout" => actions.push(Action::Checkout),
-                "portal" => actions.push(Action::Portal),
-                other => p.push(problem(
+            match Action::parse(action).filter(|a| api_key_may_call(*a)) {
+                Some(action) => actions.push(action),
+                None => p.push(problem(
                     &format!("auth.api_keys[{i}].actions[{j}]"),
-                    format!("must be \"checkout\" or \"portal\", not {other:?}"),
+                    format!(
+                        "must be {}, not {action:?}",
+                        one_of(
+                            Action::ALL
+                                .into_iter()
+                                .filter(|a| api_key_may_call(*a))
+                                .map(Action::as_str)
+                        )
+                    ),
                 )),
             }
         }
@@ -893,7 +911,8 @@ fn decode_sha256(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn validate_stripe(raw: &RawStripe, p: &mut Vec<Problem>) -> Stripe {
+/// `None` (with a problem pushed) when `api_base` is not a URL.
+fn validate_stripe(raw: &RawStripe, p: &mut Vec<Problem>) -> Option<Stripe> {
     let secret_key = non_empty(&raw.secret_key);
     if let Some(key) = &secret_key {
         if !(key.starts_with("sk_") || key.starts_with("rk_")) {
@@ -904,8 +923,7 @@ fn validate_stripe(raw: &RawStripe, p: &mut Vec<Problem>) -> Stripe {
             ));
         }
     }
-    let api_base = http_url(&raw.api_base, "stripe.api_base", p)
-        .unwrap_or_else(|| url::Url::parse("https://api.stripe.com").expect("valid"));
+    let api_base = http_url(&raw.api_base, "stripe.api_base", p);
     positive(
         raw.webhook_tolerance_seconds,
         "stripe.webhook_tolerance_seconds",
@@ -915,9 +933,9 @@ fn validate_stripe(raw: &RawStripe, p: &mut Vec<Problem>) -> Stripe {
     if raw.max_retries > 10 {
         p.push(problem("stripe.max_retries", "must be at most 10"));
     }
-    Stripe {
+    Some(Stripe {
         secret_key,
-        api_base,
+        api_base: api_base?,
         webhook_secrets: raw
             .webhook_secrets
             .iter()
@@ -926,7 +944,7 @@ fn validate_stripe(raw: &RawStripe, p: &mut Vec<Problem>) -> Stripe {
         webhook_tolerance: secs(raw.webhook_tolerance_seconds),
         timeout: millis(raw.timeout_ms),
         max_retries: raw.max_retries.min(10) as u32,
-    }
+    })
 }
 
 fn validate_checkout(raw: &RawCheckout, has_secret_key: bool, p: &mut Vec<Problem>) -> Checkout {
@@ -1040,34 +1058,34 @@ fn validate_routes(raw: Option<&[RawRoute]>, p: &mut Vec<Problem>) -> Vec<Route>
     let mut routes: Vec<Route> = Vec::new();
     for (i, r) in raw.iter().enumerate() {
         let at = |field: &str| format!("routes[{i}].{field}");
-        let action = match r.action.as_str() {
-            "checkout" => Some(Action::Checkout),
-            "portal" => Some(Action::Portal),
-            "webhook" => Some(Action::Webhook),
-            other => {
-                p.push(problem(
-                    &at("action"),
-                    format!("must be \"checkout\", \"portal\" or \"webhook\", not {other:?}"),
-                ));
-                None
-            }
-        };
+        let action = Action::parse(&r.action);
+        if action.is_none() {
+            p.push(problem(
+                &at("action"),
+                format!(
+                    "must be {}, not {:?}",
+                    one_of(Action::ALL.map(Action::as_str)),
+                    r.action
+                ),
+            ));
+        }
         let status = r.status.unwrap_or(200);
         if !(200..300).contains(&status) {
             p.push(problem(&at("status"), "must be a 2xx status"));
         }
-        let default_mode = match r.default_mode.as_deref() {
-            None => None,
-            Some("payment") => Some(Mode::Payment),
-            Some("subscription") => Some(Mode::Subscription),
-            Some(other) => {
+        let default_mode = r.default_mode.as_deref().and_then(|name| {
+            let mode = Mode::parse(name);
+            if mode.is_none() {
                 p.push(problem(
                     &at("default_mode"),
-                    format!("must be \"payment\" or \"subscription\", not {other:?}"),
+                    format!(
+                        "must be {}, not {name:?}",
+                        one_of(Mode::ALL.map(Mode::as_str))
+                    ),
                 ));
-                None
             }
-        };
+            mode
+        });
         if default_mode.is_some() && action != Some(Action::Checkout) {
             p.push(problem(
                 &at("default_mode"),
@@ -1103,6 +1121,7 @@ fn validate_routes(raw: Option<&[RawRoute]>, p: &mut Vec<Problem>) -> Vec<Route>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -1415,5 +1434,49 @@ mod tests {
         let mut problems = Vec::new();
         RawConfig::parse(&shown, &env, &mut problems).unwrap();
         assert!(problems.is_empty(), "{problems:?}\n{shown}");
+    }
+
+    /// Regression: the accepted action and mode names were string literals
+    /// here, so a new `Action` was refused until config.rs was edited too.
+    #[test]
+    fn action_and_mode_names_come_from_the_route_tables() {
+        let sha = "0".repeat(64);
+        for action in Action::ALL {
+            let name = action.as_str();
+            let text = format!("[[routes]]\npath = \"/a\"\naction = \"{name}\"\n");
+            let config = Config::parse(&text, &env).unwrap();
+            assert_eq!(config.routes[0].action, action);
+            let text = format!(
+                "[[auth.api_keys]]\nname = \"k\"\nsha256 = \"{sha}\"\nactions = [\"{name}\"]\n"
+            );
+            match Config::parse(&text, &env) {
+                Ok(config) => assert_eq!(config.auth.api_keys[0].actions, [action]),
+                Err(found) => assert_eq!(action, Action::Webhook, "{found}"),
+            }
+        }
+        for mode in Mode::ALL {
+            let text = format!(
+                "[[routes]]\npath = \"/a\"\naction = \"checkout\"\ndefault_mode = \"{}\"\n",
+                mode.as_str()
+            );
+            let config = Config::parse(&text, &env).unwrap();
+            assert_eq!(config.routes[0].default_mode, Some(mode));
+        }
+        let found =
+            problems("[[routes]]\npath = \"/a\"\naction = \"refund\"\ndefault_mode = \"x\"\n");
+        let actions = one_of(Action::ALL.map(Action::as_str));
+        let modes = one_of(Mode::ALL.map(Mode::as_str));
+        assert!(
+            found.contains(&format!(
+                "routes[0].action: must be {actions}, not \"refund\""
+            )),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&format!(
+                "routes[0].default_mode: must be {modes}, not \"x\""
+            )),
+            "{found:?}"
+        );
     }
 }
