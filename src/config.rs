@@ -278,12 +278,9 @@ impl RawConfig {
         env: &dyn Fn(&str) -> Option<String>,
         problems: &mut Vec<Problem>,
     ) -> Result<RawConfig, Problems> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            Problems(vec![Problem {
-                key: "config".into(),
-                message: format!("not valid TOML: {}", e.message().trim()),
-            }])
-        })?;
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| Problems(vec![syntax_problem(text, &e)]))?;
         interpolate_table(&mut table, None, env, problems);
         let mut raw = RawConfig::default();
         for (key, value) in table {
@@ -318,6 +315,28 @@ impl RawConfig {
         // Cannot fail: every value came from TOML or is a small default.
         toml::to_string(&raw).unwrap_or_else(|e| format!("# not printable: {e}\n"))
     }
+}
+
+/// A TOML syntax error as one line: `config: line 3, column 8: expected ...`
+/// (no source snippet, which could show a secret written on that line).
+fn syntax_problem(text: &str, error: &toml::de::Error) -> Problem {
+    let message = error
+        .message()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let Some(before) = error.span().and_then(|span| text.get(..span.start)) else {
+        return problem("config", message);
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    problem("config", format!("line {line}, column {column}: {message}"))
 }
 
 fn problem(key: &str, message: impl Into<String>) -> Problem {
@@ -1379,11 +1398,25 @@ mod tests {
         .is_empty());
     }
 
+    /// Regression: a syntax error said only "not valid TOML: ..." with no
+    /// place in the file.
     #[test]
-    fn invalid_toml_is_one_problem() {
-        let found = problems("[server\n");
-        assert_eq!(found.len(), 1);
-        assert!(found[0].starts_with("config: not valid TOML"));
+    fn invalid_toml_is_one_problem_naming_line_and_column() {
+        let cases = [
+            ("[server\n", "config: line 1, column 8: "),
+            ("# c\n[server]\nlisten = \n", "config: line 3, column 10: "),
+            (
+                "[stripe]\nsecret_key = \"sk_live_é\" x\n",
+                "config: line 2, column 26: ",
+            ),
+        ];
+        for (text, want) in cases {
+            let found = problems(text);
+            assert_eq!(found.len(), 1, "{text:?}: {found:?}");
+            assert!(found[0].starts_with(want), "{text:?}: {}", found[0]);
+            assert!(!found[0].contains('\n'), "{}", found[0]);
+            assert!(!found[0].contains("sk_live"), "{}", found[0]);
+        }
     }
 
     #[test]
