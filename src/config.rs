@@ -291,7 +291,8 @@ impl RawConfig {
     }
 
     /// This configuration as TOML, secrets replaced by `<redacted>` (an
-    /// empty secret stays empty, so "unset" is still visible).
+    /// empty secret stays empty, so "unset" is still visible), and so are
+    /// any userinfo and query in `auth.jwks_url` and `customers.lookup_url`.
     pub fn redacted_toml(&self) -> String {
         fn hide(secret: &mut String) {
             if !secret.is_empty() {
@@ -303,10 +304,36 @@ impl RawConfig {
         hide(&mut raw.stripe.secret_key);
         raw.stripe.webhook_secrets.iter_mut().for_each(hide);
         raw.customers.lookup_headers.values_mut().for_each(hide);
+        raw.auth.jwks_url = redact_url(&raw.auth.jwks_url);
+        raw.customers.lookup_url = redact_url(&raw.customers.lookup_url);
         raw.routes.get_or_insert_with(default_routes);
         // Cannot fail: every value came from TOML or is a small default.
         toml::to_string(&raw).unwrap_or_else(|e| format!("# not printable: {e}\n"))
     }
+}
+
+/// `url` with its userinfo and query, if any, replaced by `<redacted>`.
+/// Done on the text, as the url crate splits it (the authority ends at the
+/// first `/`, `?`, `#` or `\`, the userinfo at its last `@`), so that a
+/// `{userId}` in a lookup_url is printed as written, not percent-encoded.
+fn redact_url(url: &str) -> String {
+    let (url, fragment) = url.split_at(url.find('#').unwrap_or(url.len()));
+    let (url, query) = match url.split_once('?') {
+        Some((url, query)) if !query.is_empty() => (url, format!("?{REDACTED}")),
+        Some((url, _)) => (url, "?".to_string()),
+        None => (url, String::new()),
+    };
+    let url = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find(['/', '\\']).unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://{REDACTED}@{host}{path}"),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    };
+    format!("{url}{query}{fragment}")
 }
 
 /// What a hidden value is shown as.
@@ -1853,5 +1880,54 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Regression: `--check` printed the password and API key in
+    /// `https://user:pw@host/path?key=abc` URLs.
+    #[test]
+    fn redacted_output_hides_userinfo_and_query_in_urls() {
+        assert_eq!(
+            redact_url("https://user:pw@host/path?key=abc"),
+            "https://<redacted>@host/path?<redacted>"
+        );
+        let cases = [
+            ("", ""),
+            ("https://host/path", "https://host/path"),
+            ("https://host/users/{userId}", "https://host/users/{userId}"),
+            ("https://host?k=v", "https://host?<redacted>"),
+            ("https://host/p?", "https://host/p?"),
+            (
+                "https://a:b@c@host:8443/p/{userId}?k=v#f",
+                "https://<redacted>@host:8443/p/{userId}?<redacted>#f",
+            ),
+            ("https://user@host", "https://<redacted>@host"),
+            ("https://host/p@x", "https://host/p@x"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let text = r#"
+            [auth]
+            jwks_url = "https://usr9:pw1@keys.example/jwks.json?key=abc2"
+            [customers]
+            source = "http"
+            lookup_url = "https://svc9:pw3@lookup.example/users/{userId}?apikey=abc4"
+            lookup_headers = { authorization = "Bearer token5" }
+        "#;
+        let shown = Config::parse(text, &env).unwrap().raw.redacted_toml();
+        for secret in ["usr9", "pw1", "abc2", "svc9", "pw3", "abc4", "token5"] {
+            assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+        }
+        assert!(
+            shown.contains("https://<redacted>@keys.example/jwks.json?<redacted>"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("https://<redacted>@lookup.example/users/{userId}?<redacted>"),
+            "{shown}"
+        );
+        // Still a valid configuration.
+        let again = Config::parse(&shown, &env).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+        assert_eq!(again.raw.redacted_toml(), shown);
     }
 }
