@@ -93,6 +93,8 @@ pub struct RawServer {
     pub log_format: String,
     pub access_log: bool,
     pub worker_threads: u64,
+    /// CIDRs (a bare IP is one address) whose X-Forwarded-* are kept.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -106,6 +108,7 @@ impl Default for RawServer {
             log_format: "json".into(),
             access_log: true,
             worker_threads: 0,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -732,6 +735,8 @@ pub struct Server {
     pub access_log: bool,
     /// 0: one per core.
     pub worker_threads: usize,
+    /// Peers whose X-Forwarded-* / X-Real-IP headers are kept.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -976,6 +981,20 @@ fn validate_server(raw: &RawServer, p: &mut Check) -> Server {
     if raw.worker_threads > 1024 {
         p.push(problem("server.worker_threads", "must be at most 1024"));
     }
+    let mut trusted_proxies = Vec::new();
+    for (i, text) in raw.trusted_proxies.iter().enumerate() {
+        let key = format!("server.trusted_proxies[{i}]");
+        match cidr(text) {
+            Some(net) => trusted_proxies.push(net),
+            None => p.push(problem(
+                &key,
+                format!(
+                    "not a CIDR: {} (expected e.g. \"10.0.0.0/8\", \"fd00::/8\" or an IP)",
+                    p.show(&key, text)
+                ),
+            )),
+        }
+    }
     Server {
         listen,
         admin_listen,
@@ -985,7 +1004,19 @@ fn validate_server(raw: &RawServer, p: &mut Check) -> Server {
         log_format,
         access_log: raw.access_log,
         worker_threads: raw.worker_threads as usize,
+        trusted_proxies,
     }
+}
+
+/// `10.0.0.0/8`, or a bare IP as the network of that one address. Bits
+/// past the prefix are dropped (`10.1.2.3/8` is `10.0.0.0/8`), as the
+/// prefix says what is trusted.
+fn cidr(text: &str) -> Option<ipnet::IpNet> {
+    let net = match text.parse::<ipnet::IpNet>() {
+        Ok(net) => net,
+        Err(_) => ipnet::IpNet::from(text.parse::<std::net::IpAddr>().ok()?),
+    };
+    Some(net.trunc())
 }
 
 fn validate_upstream(raw: &RawUpstream, p: &mut Check) -> Upstream {
@@ -1929,5 +1960,48 @@ mod tests {
         // Still a valid configuration.
         let again = Config::parse(&shown, &env).unwrap_or_else(|e| panic!("{e}\n{shown}"));
         assert_eq!(again.raw.redacted_toml(), shown);
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_or_single_addresses() {
+        let config = Config::parse(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\", \"192.168.1.7\", \"fd00::/8\", \"10.1.2.3/8\"]\n",
+            &env,
+        )
+        .unwrap();
+        let nets: Vec<String> = config
+            .server
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            nets,
+            [
+                "10.0.0.0/8",
+                "::1/128",
+                "192.168.1.7/32",
+                "fd00::/8",
+                "10.0.0.0/8"
+            ]
+        );
+        assert!(Config::parse("", &env)
+            .unwrap()
+            .server
+            .trusted_proxies
+            .is_empty());
+
+        let found = problems(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\", \"localhost\", \"\", \" ::1\"]\n",
+        );
+        assert_eq!(found.len(), 4, "{found:?}");
+        for (line, i) in found.iter().zip(1..) {
+            let want = format!("server.trusted_proxies[{i}]: not a CIDR: ");
+            assert!(line.starts_with(&want), "{line}");
+        }
+        assert_eq!(
+            problems("[server]\ntrusted_proxies = \"10.0.0.0/8\"\n"),
+            ["server.trusted_proxies: invalid type: a string, expected an array"]
+        );
     }
 }
