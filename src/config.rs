@@ -2004,4 +2004,37 @@ mod tests {
             ["server.trusted_proxies: invalid type: a string, expected an array"]
         );
     }
+
+    /// The repo's config.toml is the documented example: every key written
+    /// out (`[[auth.api_keys]]`, optional, only in a comment), each with its
+    /// default exactly as the `Default` impls hold it.
+    #[test]
+    fn repo_config_toml_writes_every_key_with_its_default() {
+        let file: toml::Table = include_str!("../config.toml").parse().unwrap();
+        let defaults = RawConfig {
+            routes: Some(default_routes()),
+            ..RawConfig::default()
+        };
+        let toml::Value::Table(mut defaults) = toml::Value::try_from(defaults).unwrap() else {
+            panic!("the defaults are a table");
+        };
+        if let Some(toml::Value::Table(auth)) = defaults.get_mut("auth") {
+            auth.remove("api_keys");
+        }
+        for (section, want) in &defaults {
+            let written = &file.get(section);
+            if let (toml::Value::Table(want), Some(toml::Value::Table(written))) = (want, written) {
+                if let Some(key) = want.keys().find(|key| !written.contains_key(*key)) {
+                    panic!("config.toml does not write {section}.{key}");
+                }
+            }
+            assert_eq!(
+                Some(want),
+                *written,
+                "config.toml's [{section}] is not the defaults"
+            );
+        }
+        let sections: Vec<_> = file.keys().collect();
+        assert_eq!(sections, defaults.keys().collect::<Vec<_>>());
+    }
 }
