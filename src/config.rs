@@ -49,7 +49,8 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Every problem found in one configuration, in file order.
+/// Every problem found in one configuration: those found reading it,
+/// section by section, then those found validating it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problems(pub Vec<Problem>);
 
@@ -1687,6 +1688,26 @@ mod tests {
             (
                 "[stripe]\nsecret_key = \"sk_live_é\" x\n",
                 "config: line 2, column 26: ",
+            ),
+            (
+                "[stripe]\nsecret_key = sk_live_1\n",
+                "config: line 2, column 14: ",
+            ),
+            (
+                "[stripe]\nsecret_key = \"sk_live_1\n",
+                "config: line 2, column ",
+            ),
+            (
+                "[stripe]\nsecret_key = 'sk_live_1\\q'x\n",
+                "config: line 2, column ",
+            ),
+            (
+                "[stripe]\nsecret_key = \"sk_live_1\\q\"\n",
+                "config: line 2, column ",
+            ),
+            (
+                "[stripe]\nsecret_key = \"a\"\nsecret_key = \"sk_live_1\"\n",
+                "config: line 3, column ",
             ),
         ];
         for (text, want) in cases {
