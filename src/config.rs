@@ -8,15 +8,25 @@
 //! its key (`checkout.allowed_redirect_origins[1]: not an origin: ...`), so
 //! `--check` and a refused start print them all at once.
 //!
+//! Each top-level section is its defaults (the `Default` impls, the one
+//! place they are written, `${VAR}` references included) with the keys the
+//! file writes laid over them, every string then expanded once; so a key or
+//! a section left out means its documented default, never "off".
+//!
 //! Unknown keys are found with `serde_ignored` rather than
 //! `deny_unknown_fields`, because serde stops at the first unknown field and
 //! the contract asks for every problem. Each top-level section is decoded on
 //! its own (with `serde_path_to_error` for the key of a type error), so a
-//! mistake in `[server]` does not hide one in `[stripe]`. This module does
-//! not open sockets or read secrets beyond the environment variables the
-//! file names.
+//! mistake in `[server]` does not hide one in `[stripe]`. A problem line never
+//! shows a secret or a value read from the environment: type errors name the
+//! kind of value found, not the value. This module does not open sockets or
+//! read secrets beyond the environment variables the file and the defaults
+//! name.
 
-use std::collections::BTreeMap;
+// A bad file is a list of problems, never a panic.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,7 +34,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::routes::{Action, Mode, Route};
+use crate::routes::{one_of, Action, Mode, Route};
 
 /// One thing wrong with the configuration, named by its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +49,8 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Every problem found in one configuration, in file order.
+/// Every problem found in one configuration: those found reading it,
+/// section by section, then those found validating it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problems(pub Vec<Problem>);
 
@@ -83,6 +94,8 @@ pub struct RawServer {
     pub log_format: String,
     pub access_log: bool,
     pub worker_threads: u64,
+    /// CIDRs (a bare IP is one address) whose X-Forwarded-* are kept.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -96,6 +109,7 @@ impl Default for RawServer {
             log_format: "json".into(),
             access_log: true,
             worker_threads: 0,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -141,7 +155,7 @@ impl Default for RawAuth {
         RawAuth {
             header: "authorization".into(),
             cookies: vec!["sb-*-auth-token".into(), "sb-access-token".into()],
-            hs256_secret: String::new(),
+            hs256_secret: "${SUPABASE_JWT_SECRET:-}".into(),
             jwks_url: String::new(),
             issuer: String::new(),
             audience: "authenticated".into(),
@@ -181,9 +195,9 @@ pub struct RawStripe {
 impl Default for RawStripe {
     fn default() -> Self {
         RawStripe {
-            secret_key: String::new(),
+            secret_key: "${STRIPE_SECRET_KEY:-}".into(),
             api_base: "https://api.stripe.com".into(),
-            webhook_secrets: Vec::new(),
+            webhook_secrets: vec!["${STRIPE_WEBHOOK_SECRET:-}".into()],
             webhook_tolerance_seconds: 300,
             timeout_ms: 10000,
             max_retries: 2,
@@ -242,10 +256,10 @@ pub struct RawRoute {
 }
 
 impl RawRoute {
-    fn new(path: &str, action: &str, forward_to: Option<&str>) -> RawRoute {
+    fn new(path: &str, action: Action, forward_to: Option<&str>) -> RawRoute {
         RawRoute {
             path: path.into(),
-            action: action.into(),
+            action: action.as_str().into(),
             forward_to: forward_to.map(Into::into),
             ..RawRoute::default()
         }
@@ -255,55 +269,38 @@ impl RawRoute {
 /// The routes used when the file has no `[[routes]]`.
 pub fn default_routes() -> Vec<RawRoute> {
     vec![
-        RawRoute::new("/api/stripe/create-checkout", "checkout", None),
-        RawRoute::new("/api/stripe/create-portal", "portal", None),
+        RawRoute::new("/api/stripe/create-checkout", Action::Checkout, None),
+        RawRoute::new("/api/stripe/create-portal", Action::Portal, None),
         RawRoute::new(
             "/api/stripe/webhook",
-            "webhook",
+            Action::Webhook,
             Some("/api/stripe/webhook"),
         ),
     ]
 }
 
 impl RawConfig {
-    /// Parses TOML text, interpolating `${VAR}` from `env`. Unset
-    /// variables, unknown keys and type errors are collected in `problems`
-    /// (a section with a type error keeps its defaults, so the rest can
-    /// still be checked); only a TOML syntax error stops here.
+    /// Parses TOML text, interpolating `${VAR}` from `env`. A key or a
+    /// whole section left out takes its default (the `Default` impls above),
+    /// interpolated like a written value, so a file with no `[stripe]` still
+    /// reads `STRIPE_SECRET_KEY`. Unset variables, unknown keys and type
+    /// errors are collected in `problems` (a key with one keeps its default,
+    /// so the rest can still be checked); only a TOML syntax error stops here.
     pub fn parse(
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
         problems: &mut Vec<Problem>,
     ) -> Result<RawConfig, Problems> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            Problems(vec![Problem {
-                key: "config".into(),
-                message: format!("not valid TOML: {}", e.message().trim()),
-            }])
-        })?;
-        interpolate_table(&mut table, None, env, problems);
-        let mut raw = RawConfig::default();
-        for (key, value) in table {
-            match key.as_str() {
-                "server" => raw.server = section(value, &key, problems),
-                "upstream" => raw.upstream = section(value, &key, problems),
-                "auth" => raw.auth = section(value, &key, problems),
-                "stripe" => raw.stripe = section(value, &key, problems),
-                "checkout" => raw.checkout = section(value, &key, problems),
-                "customers" => raw.customers = section(value, &key, problems),
-                "routes" => raw.routes = Some(section(value, &key, problems)),
-                _ => problems.push(problem(&key, "unknown section")),
-            }
-        }
-        Ok(raw)
+        Reader::read(text, env, problems).map(|(raw, _)| raw)
     }
 
     /// This configuration as TOML, secrets replaced by `<redacted>` (an
-    /// empty secret stays empty, so "unset" is still visible).
+    /// empty secret stays empty, so "unset" is still visible), and so are
+    /// any userinfo and query in `auth.jwks_url` and `customers.lookup_url`.
     pub fn redacted_toml(&self) -> String {
         fn hide(secret: &mut String) {
             if !secret.is_empty() {
-                *secret = "<redacted>".into();
+                *secret = REDACTED.into();
             }
         }
         let mut raw = self.clone();
@@ -311,9 +308,70 @@ impl RawConfig {
         hide(&mut raw.stripe.secret_key);
         raw.stripe.webhook_secrets.iter_mut().for_each(hide);
         raw.customers.lookup_headers.values_mut().for_each(hide);
+        raw.auth.jwks_url = redact_url(&raw.auth.jwks_url);
+        raw.customers.lookup_url = redact_url(&raw.customers.lookup_url);
         raw.routes.get_or_insert_with(default_routes);
-        toml::to_string(&raw).expect("the raw configuration always serializes")
+        // Cannot fail: every value came from TOML or is a small default.
+        toml::to_string(&raw).unwrap_or_else(|e| format!("# not printable: {e}\n"))
     }
+}
+
+/// `url` with its userinfo and query, if any, replaced by `<redacted>`.
+/// Done on the text, as the url crate splits it (the authority ends at the
+/// first `/`, `?`, `#` or `\`, the userinfo at its last `@`), so that a
+/// `{userId}` in a lookup_url is printed as written, not percent-encoded.
+fn redact_url(url: &str) -> String {
+    let (url, fragment) = url.split_at(url.find('#').unwrap_or(url.len()));
+    let (url, query) = match url.split_once('?') {
+        Some((url, query)) if !query.is_empty() => (url, format!("?{REDACTED}")),
+        Some((url, _)) => (url, "?".to_string()),
+        None => (url, String::new()),
+    };
+    let url = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find(['/', '\\']).unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://{REDACTED}@{host}{path}"),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    };
+    format!("{url}{query}{fragment}")
+}
+
+/// What a hidden value is shown as.
+const REDACTED: &str = "<redacted>";
+
+/// True for the keys whose values are secrets.
+fn is_secret(key: &str) -> bool {
+    key == "auth.hs256_secret"
+        || key == "stripe.secret_key"
+        || key == "stripe.webhook_secrets"
+        || key.starts_with("stripe.webhook_secrets[")
+        || key.starts_with("customers.lookup_headers.")
+}
+
+/// A TOML syntax error as one line: `config: line 3, column 8: expected ...`
+/// (no source snippet, which could show a secret written on that line).
+fn syntax_problem(text: &str, error: &toml::de::Error) -> Problem {
+    let message = error
+        .message()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let Some(before) = error.span().and_then(|span| text.get(..span.start)) else {
+        return problem("config", message);
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    problem("config", format!("line {line}, column {column}: {message}"))
 }
 
 fn problem(key: &str, message: impl Into<String>) -> Problem {
@@ -323,46 +381,182 @@ fn problem(key: &str, message: impl Into<String>) -> Problem {
     }
 }
 
-/// Decodes one top-level section, reporting unknown keys and type errors.
-/// A key with a type error is reported, dropped (so its default applies)
-/// and decoding retried, so one bad value does not hide the others.
-fn section<T: DeserializeOwned + Default>(
-    mut value: toml::Value,
-    section: &str,
-    problems: &mut Vec<Problem>,
-) -> T {
-    loop {
-        let mut unknown = Vec::new();
-        let decoded = {
-            let mut note = |path: serde_ignored::Path<'_>| unknown.push(key_of(&path));
-            let de = serde_ignored::Deserializer::new(value.clone(), &mut note);
-            serde_path_to_error::deserialize::<_, T>(de)
+/// Reads a file into a [`RawConfig`], noting which keys took a value from
+/// the environment (their problems must not echo it).
+struct Reader<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    problems: &'a mut Vec<Problem>,
+    from_env: BTreeSet<String>,
+}
+
+impl Reader<'_> {
+    fn read(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Vec<Problem>,
+    ) -> Result<(RawConfig, BTreeSet<String>), Problems> {
+        let mut file: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| Problems(vec![syntax_problem(text, &e)]))?;
+        let mut reader = Reader {
+            env,
+            problems,
+            from_env: BTreeSet::new(),
         };
-        let error = match decoded {
-            Ok(decoded) => {
-                for key in unknown {
-                    problems.push(problem(&join(section, &key), "unknown key"));
-                }
-                return decoded;
-            }
-            Err(error) => error,
+        let raw = RawConfig {
+            server: reader.section("server", file.remove("server")),
+            upstream: reader.section("upstream", file.remove("upstream")),
+            auth: reader.section("auth", file.remove("auth")),
+            stripe: reader.section("stripe", file.remove("stripe")),
+            checkout: reader.section("checkout", file.remove("checkout")),
+            customers: reader.section("customers", file.remove("customers")),
+            routes: file
+                .remove("routes")
+                .map(|routes| reader.section("routes", Some(routes))),
         };
-        let key = join(section, &error.path().to_string());
-        let removed = remove(&mut value, error.path());
-        problems.push(problem(&key, error.into_inner().message().trim()));
-        if !removed {
-            return T::default();
+        for key in file.keys() {
+            reader.problems.push(problem(key, "unknown section"));
         }
+        Ok((raw, reader.from_env))
+    }
+
+    /// Decodes one top-level section: its defaults, interpolated, under the
+    /// keys the file writes, interpolated (each string expanded once, so a
+    /// `${X}` inside a variable's value stays as it is). Unknown keys and
+    /// type errors become problems; a key with a type error is put back to
+    /// its default (dropped, deeper down) and decoding retried, so one bad
+    /// value does not hide the others.
+    fn section<T: Serialize + DeserializeOwned + Default>(
+        &mut self,
+        name: &str,
+        written: Option<toml::Value>,
+    ) -> T {
+        let mut defaults = match toml::Value::try_from(T::default()) {
+            Ok(defaults) => defaults,
+            Err(error) => {
+                // Not reached: the defaults are small values TOML can hold.
+                self.problems.push(problem(
+                    name,
+                    format!("internal error: the defaults do not serialize: {error}"),
+                ));
+                return T::default();
+            }
+        };
+        self.interpolate(&mut defaults, name);
+        let mut value = match written {
+            None => defaults.clone(),
+            Some(mut written) => {
+                let expanded = self.interpolate(&mut written, name);
+                match (&defaults, written) {
+                    (toml::Value::Table(defaults), toml::Value::Table(written)) => {
+                        let mut merged = defaults.clone();
+                        merged.extend(written);
+                        toml::Value::Table(merged)
+                    }
+                    (_, written) if expanded => written,
+                    _ => defaults.clone(),
+                }
+            }
+        };
+        let mut reset = BTreeSet::new();
+        loop {
+            let mut unknown = Vec::new();
+            let decoded = {
+                let mut note = |path: serde_ignored::Path<'_>| unknown.push(key_of(&path));
+                let de = serde_ignored::Deserializer::new(value.clone(), &mut note);
+                serde_path_to_error::deserialize::<_, T>(de)
+            };
+            let error = match decoded {
+                Ok(decoded) => {
+                    for key in unknown {
+                        self.problems
+                            .push(problem(&join(name, &key), "unknown key"));
+                    }
+                    return decoded;
+                }
+                Err(error) => error,
+            };
+            let found = lookup(&value, error.path());
+            let message = decode_message(error.inner().message(), found);
+            self.problems
+                .push(problem(&join(name, &error.path().to_string()), message));
+            if !reset_or_remove(&mut value, &defaults, error.path(), &mut reset) {
+                return T::default();
+            }
+        }
+    }
+
+    /// Replaces `${VAR}` and `${VAR:-default}` in every string under `value`.
+    /// A table key whose value cannot be expanded is dropped (its default
+    /// applies), so the one problem is not followed by others it caused.
+    fn interpolate(&mut self, value: &mut toml::Value, key: &str) -> bool {
+        match value {
+            toml::Value::String(s) => match expand_noting_env(s, self.env) {
+                Ok((expanded, used_env)) => {
+                    if used_env {
+                        self.from_env.insert(key.to_string());
+                    }
+                    *s = expanded;
+                }
+                Err(message) => {
+                    self.problems.push(problem(key, message));
+                    s.clear();
+                    return false;
+                }
+            },
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    self.interpolate(item, &format!("{key}[{i}]"));
+                }
+            }
+            toml::Value::Table(table) => {
+                table.retain(|k, item| self.interpolate(item, &format!("{key}.{k}")));
+            }
+            _ => {}
+        }
+        true
     }
 }
 
-/// Removes the value at `path`; false when there is nothing to remove.
-fn remove(value: &mut toml::Value, path: &serde_path_to_error::Path) -> bool {
+/// The value at `path`, if there is one.
+fn lookup<'v>(value: &'v toml::Value, path: &serde_path_to_error::Path) -> Option<&'v toml::Value> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .try_fold(value, |at, segment| match (segment, at) {
+            (Segment::Map { key }, toml::Value::Table(table)) => table.get(key.as_str()),
+            (Segment::Seq { index }, toml::Value::Array(items)) => items.get(*index),
+            _ => None,
+        })
+}
+
+/// After a decoding error at `path`: puts a section's key back to its
+/// default (once), or removes a deeper value, or puts a section that is
+/// not a table back to its defaults. False when nothing changed.
+fn reset_or_remove(
+    value: &mut toml::Value,
+    defaults: &toml::Value,
+    path: &serde_path_to_error::Path,
+    reset: &mut BTreeSet<String>,
+) -> bool {
     use serde_path_to_error::Segment;
     let segments: Vec<&Segment> = path.iter().collect();
     let Some((last, parents)) = segments.split_last() else {
-        return false;
+        if value == defaults {
+            return false;
+        }
+        *value = defaults.clone();
+        return true;
     };
+    if let ([], Segment::Map { key }, toml::Value::Table(table), toml::Value::Table(defaults)) =
+        (parents, last, &mut *value, defaults)
+    {
+        if let Some(default) = defaults.get(key.as_str()) {
+            if reset.insert(key.clone()) {
+                table.insert(key.clone(), default.clone());
+                return true;
+            }
+        }
+    }
     let mut at = value;
     for segment in parents {
         let next = match (segment, at) {
@@ -382,6 +576,47 @@ fn remove(value: &mut toml::Value, path: &serde_path_to_error::Path) -> bool {
             true
         }
         _ => false,
+    }
+}
+
+/// A decoding error in TOML's words and without the value: serde's
+/// `invalid type: string "sk_live_...", expected a sequence` would put a
+/// secret, or a value read from the environment, on a problem line.
+fn decode_message(serde_message: &str, found: Option<&toml::Value>) -> String {
+    let head = match found {
+        Some(found) if serde_message.starts_with("invalid type") => {
+            format!("invalid type: {}", kind_of(found))
+        }
+        _ if serde_message.starts_with("invalid type") => "invalid type".to_string(),
+        _ => "invalid value".to_string(),
+    };
+    match serde_message.rsplit_once(", expected ") {
+        Some((_, expected)) => format!("{head}, expected {}", in_toml_words(expected.trim())),
+        None => head,
+    }
+}
+
+fn kind_of(value: &toml::Value) -> &'static str {
+    match value {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a float",
+        toml::Value::Boolean(_) => "a boolean",
+        toml::Value::Datetime(_) => "a datetime",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
+/// What serde says a field expects, as a TOML user would say it.
+fn in_toml_words(expected: &str) -> &str {
+    match expected {
+        "a sequence" => "an array",
+        "a map" => "a table",
+        "u64" | "u32" | "usize" => "a non-negative integer",
+        "u16" => "an integer from 0 to 65535",
+        _ if expected.starts_with("struct ") => "a table",
+        _ => expected,
     }
 }
 
@@ -413,51 +648,19 @@ fn key_of(path: &serde_ignored::Path<'_>) -> String {
     }
 }
 
-/// Replaces `${VAR}` and `${VAR:-default}` in every string under `value`.
-/// A table key whose value cannot be expanded is dropped (its default
-/// applies), so the one problem is not followed by others it caused.
-fn interpolate(
-    value: &mut toml::Value,
-    key: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    problems: &mut Vec<Problem>,
-) -> bool {
-    match value {
-        toml::Value::String(s) => match expand(s, env) {
-            Ok(expanded) => *s = expanded,
-            Err(message) => {
-                problems.push(problem(key, message));
-                s.clear();
-                return false;
-            }
-        },
-        toml::Value::Array(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                interpolate(item, &format!("{key}[{i}]"), env, problems);
-            }
-        }
-        toml::Value::Table(table) => interpolate_table(table, Some(key), env, problems),
-        _ => {}
-    }
-    true
-}
-
-fn interpolate_table(
-    table: &mut toml::Table,
-    parent: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
-    problems: &mut Vec<Problem>,
-) {
-    table.retain(|k, item| {
-        let key = parent.map_or_else(|| k.to_string(), |parent| format!("{parent}.{k}"));
-        interpolate(item, &key, env, problems)
-    });
-}
-
 /// Expands one string. `${VAR:-default}` uses the default when `VAR` is unset
-/// or empty, as the shell does.
+/// or empty, as the shell does. A variable's value is not expanded again.
 pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    expand_noting_env(text, env).map(|(expanded, _)| expanded)
+}
+
+/// [`expand`], and whether a non-empty variable's value went into the result.
+fn expand_noting_env(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, bool), String> {
     let mut out = String::with_capacity(text.len());
+    let mut used_env = false;
     let mut rest = text;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
@@ -473,10 +676,17 @@ pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
         let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            return Err(format!("not a variable name in ${{{reference}}}"));
+            // Not echoed: on a secret key the text may be the secret itself.
+            return Err(
+                "not a ${NAME} reference (NAME: letters, digits and _, not starting with a digit)"
+                    .to_string(),
+            );
         }
         match (env(name).filter(|v| !v.is_empty()), default) {
-            (Some(value), _) => out.push_str(&value),
+            (Some(value), _) => {
+                out.push_str(&value);
+                used_env = true;
+            }
             (None, Some(default)) => out.push_str(default),
             (None, None) if env(name).is_some() => {}
             (None, None) => {
@@ -488,7 +698,7 @@ pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok((out, used_env))
 }
 
 // ---------------------------------------------------------------------------
@@ -526,6 +736,7 @@ pub struct Server {
     pub access_log: bool,
     /// 0: one per core.
     pub worker_threads: usize,
+    /// Peers whose X-Forwarded-* / X-Real-IP headers are kept.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
@@ -650,8 +861,11 @@ impl Config {
     /// Parses and validates `text`, reading `${VAR}` from `env`.
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Problems> {
         let mut problems = Vec::new();
-        let raw = RawConfig::parse(text, env, &mut problems)?;
-        Config::from_raw(raw, problems)
+        let (raw, from_env) = Reader::read(text, env, &mut problems)?;
+        let mut check = Check { problems, from_env };
+        Config::from_raw(raw, &mut check)
+            .filter(|_| check.problems.is_empty())
+            .ok_or(Problems(check.problems))
     }
 
     /// Parses and validates `text` against the process environment.
@@ -660,22 +874,22 @@ impl Config {
     }
 
     /// Checks every value, adding to the problems found while parsing.
-    fn from_raw(raw: RawConfig, mut p: Vec<Problem>) -> Result<Config, Problems> {
-        let server = validate_server(&raw.server, &mut p);
-        let upstream = validate_upstream(&raw.upstream, &mut p);
-        let auth = validate_auth(&raw.auth, &mut p);
-        let stripe = validate_stripe(&raw.stripe, &mut p);
-        let checkout = validate_checkout(&raw.checkout, stripe.secret_key.is_some(), &mut p);
-        let customers = validate_customers(&raw.customers, &mut p);
-        let routes = validate_routes(raw.routes.as_deref(), &mut p);
-        if !p.is_empty() {
-            return Err(Problems(p));
-        }
-        Ok(Config {
+    /// Checks every value, adding to the problems found while reading;
+    /// `None` when a section could not be built (a problem says why).
+    fn from_raw(raw: RawConfig, p: &mut Check) -> Option<Config> {
+        let server = validate_server(&raw.server, p);
+        let upstream = validate_upstream(&raw.upstream, p);
+        let auth = validate_auth(&raw.auth, p);
+        let stripe = validate_stripe(&raw.stripe, p);
+        let has_secret_key = !raw.stripe.secret_key.is_empty();
+        let checkout = validate_checkout(&raw.checkout, has_secret_key, p);
+        let customers = validate_customers(&raw.customers, p);
+        let routes = validate_routes(raw.routes.as_deref(), p);
+        Some(Config {
             server,
             upstream,
             auth,
-            stripe,
+            stripe: stripe?,
             checkout,
             customers,
             routes,
@@ -684,35 +898,64 @@ impl Config {
     }
 }
 
-fn socket_addr(text: &str, key: &str, p: &mut Vec<Problem>) -> SocketAddr {
+/// The problems found so far, and which keys' values must not be echoed.
+struct Check {
+    problems: Vec<Problem>,
+    /// Keys whose value took a variable from the environment.
+    from_env: BTreeSet<String>,
+}
+
+impl Check {
+    fn push(&mut self, problem: Problem) {
+        self.problems.push(problem);
+    }
+
+    /// `text`, the value of `key`, quoted for a problem line; `<redacted>`
+    /// when it is a secret or came (in part) from the environment.
+    fn show(&self, key: &str, text: &str) -> String {
+        if is_secret(key) || self.from_env.contains(key) {
+            REDACTED.to_string()
+        } else {
+            format!("{text:?}")
+        }
+    }
+}
+
+fn socket_addr(text: &str, key: &str, p: &mut Check) -> SocketAddr {
     text.parse().unwrap_or_else(|_| {
         p.push(problem(
             key,
-            format!("not an address: {text:?} (expected IP:PORT, e.g. 0.0.0.0:8080)"),
+            format!(
+                "not an address: {} (expected IP:PORT, e.g. 0.0.0.0:8080)",
+                p.show(key, text)
+            ),
         ));
         SocketAddr::from(([0, 0, 0, 0], 0))
     })
 }
 
-fn positive(value: u64, key: &str, p: &mut Vec<Problem>) {
+fn positive(value: u64, key: &str, p: &mut Check) {
     if value == 0 {
         p.push(problem(key, "must be greater than 0"));
     }
 }
 
-fn http_url(text: &str, key: &str, p: &mut Vec<Problem>) -> Option<url::Url> {
+fn http_url(text: &str, key: &str, p: &mut Check) -> Option<url::Url> {
     match url::Url::parse(text) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
             Some(url)
         }
         _ => {
-            p.push(problem(key, format!("not an http(s) URL: {text:?}")));
+            p.push(problem(
+                key,
+                format!("not an http(s) URL: {}", p.show(key, text)),
+            ));
             None
         }
     }
 }
 
-fn validate_server(raw: &RawServer, p: &mut Vec<Problem>) -> Server {
+fn validate_server(raw: &RawServer, p: &mut Check) -> Server {
     let listen = socket_addr(&raw.listen, "server.listen", p);
     let admin_listen = socket_addr(&raw.admin_listen, "server.admin_listen", p);
     if listen == admin_listen && listen.port() != 0 {
@@ -728,13 +971,30 @@ fn validate_server(raw: &RawServer, p: &mut Vec<Problem>) -> Server {
         other => {
             p.push(problem(
                 "server.log_format",
-                format!("must be \"json\" or \"text\", not {other:?}"),
+                format!(
+                    "must be \"json\" or \"text\", not {}",
+                    p.show("server.log_format", other)
+                ),
             ));
             LogFormat::Json
         }
     };
     if raw.worker_threads > 1024 {
         p.push(problem("server.worker_threads", "must be at most 1024"));
+    }
+    let mut trusted_proxies = Vec::new();
+    for (i, text) in raw.trusted_proxies.iter().enumerate() {
+        let key = format!("server.trusted_proxies[{i}]");
+        match cidr(text) {
+            Some(net) => trusted_proxies.push(net),
+            None => p.push(problem(
+                &key,
+                format!(
+                    "not a CIDR: {} (expected e.g. \"10.0.0.0/8\", \"fd00::/8\" or an IP)",
+                    p.show(&key, text)
+                ),
+            )),
+        }
     }
     Server {
         listen,
@@ -745,11 +1005,22 @@ fn validate_server(raw: &RawServer, p: &mut Vec<Problem>) -> Server {
         log_format,
         access_log: raw.access_log,
         worker_threads: raw.worker_threads as usize,
-        trusted_proxies: Vec::new(),
+        trusted_proxies,
     }
 }
 
-fn validate_upstream(raw: &RawUpstream, p: &mut Vec<Problem>) -> Upstream {
+/// `10.0.0.0/8`, or a bare IP as the network of that one address. Bits
+/// past the prefix are dropped (`10.1.2.3/8` is `10.0.0.0/8`), as the
+/// prefix says what is trusted.
+fn cidr(text: &str) -> Option<ipnet::IpNet> {
+    let net = match text.parse::<ipnet::IpNet>() {
+        Ok(net) => net,
+        Err(_) => ipnet::IpNet::from(text.parse::<std::net::IpAddr>().ok()?),
+    };
+    Some(net.trunc())
+}
+
+fn validate_upstream(raw: &RawUpstream, p: &mut Check) -> Upstream {
     let authority = match url::Url::parse(&raw.url) {
         Ok(url)
             if url.scheme() == "http"
@@ -768,8 +1039,8 @@ fn validate_upstream(raw: &RawUpstream, p: &mut Vec<Problem>) -> Upstream {
         p.push(problem(
             "upstream.url",
             format!(
-                "not an app address: {:?} (expected http://host:port with no path)",
-                raw.url
+                "not an app address: {} (expected http://host:port with no path)",
+                p.show("upstream.url", &raw.url)
             ),
         ));
         http::uri::Authority::from_static("127.0.0.1:3000")
@@ -782,11 +1053,16 @@ fn validate_upstream(raw: &RawUpstream, p: &mut Vec<Problem>) -> Upstream {
     }
 }
 
-fn validate_auth(raw: &RawAuth, p: &mut Vec<Problem>) -> Auth {
+/// Every action but the webhook, which Stripe's signature authenticates.
+fn api_key_may_call(action: Action) -> bool {
+    action != Action::Webhook
+}
+
+fn validate_auth(raw: &RawAuth, p: &mut Check) -> Auth {
     let header = http::HeaderName::try_from(raw.header.as_str()).unwrap_or_else(|_| {
         p.push(problem(
             "auth.header",
-            format!("not a header name: {:?}", raw.header),
+            format!("not a header name: {}", p.show("auth.header", &raw.header)),
         ));
         http::header::AUTHORIZATION
     });
@@ -798,7 +1074,10 @@ fn validate_auth(raw: &RawAuth, p: &mut Vec<Problem>) -> Auth {
         if !valid_chars || cookie.matches('*').count() > 1 {
             p.push(problem(
                 &format!("auth.cookies[{i}]"),
-                format!("not a cookie name (one '*' at most): {cookie:?}"),
+                format!(
+                    "not a cookie name (one '*' at most): {}",
+                    p.show(&format!("auth.cookies[{i}]"), cookie)
+                ),
             ));
         }
     }
@@ -820,7 +1099,7 @@ fn validate_auth(raw: &RawAuth, p: &mut Vec<Problem>) -> Auth {
         } else if raw.api_keys[..i].iter().any(|k| k.name == key.name) {
             p.push(problem(
                 &at("name"),
-                format!("duplicate name {:?}", key.name),
+                format!("duplicate name {}", p.show(&at("name"), &key.name)),
             ));
         }
         let sha256 = decode_sha256(&key.sha256).unwrap_or_else(|| {
@@ -835,12 +1114,21 @@ fn validate_auth(raw: &RawAuth, p: &mut Vec<Problem>) -> Auth {
         }
         let mut actions = Vec::new();
         for (j, action) in key.actions.iter().enumerate() {
-            match action.as_str() {
-                "checkout" => actions.push(Action::Checkout),
-                "portal" => actions.push(Action::Portal),
-                other => p.push(problem(
-                    &format!("auth.api_keys[{i}].actions[{j}]"),
-                    format!("must be \"checkout\" or \"portal\", not {other:?}"),
+            let key = format!("auth.api_keys[{i}].actions[{j}]");
+            match Action::parse(action).filter(|a| api_key_may_call(*a)) {
+                Some(action) => actions.push(action),
+                None => p.push(problem(
+                    &key,
+                    format!(
+                        "must be {}, not {}",
+                        one_of(
+                            Action::ALL
+                                .into_iter()
+                                .filter(|a| api_key_may_call(*a))
+                                .map(Action::as_str)
+                        ),
+                        p.show(&key, action)
+                    ),
                 )),
             }
         }
@@ -884,18 +1172,14 @@ fn toml_to_json(value: &toml::Value) -> serde_json::Value {
     }
 }
 
-fn decode_sha256(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 || !hex.is_ascii() {
-        return None;
-    }
+fn decode_sha256(digits: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
+    hex::decode_to_slice(digits, &mut out).ok()?;
     Some(out)
 }
 
-fn validate_stripe(raw: &RawStripe, p: &mut Vec<Problem>) -> Stripe {
+/// `None` (with a problem pushed) when `api_base` is not a URL.
+fn validate_stripe(raw: &RawStripe, p: &mut Check) -> Option<Stripe> {
     let secret_key = non_empty(&raw.secret_key);
     if let Some(key) = &secret_key {
         if !(key.starts_with("sk_") || key.starts_with("rk_")) {
@@ -906,8 +1190,7 @@ fn validate_stripe(raw: &RawStripe, p: &mut Vec<Problem>) -> Stripe {
             ));
         }
     }
-    let api_base = http_url(&raw.api_base, "stripe.api_base", p)
-        .unwrap_or_else(|| url::Url::parse("https://api.stripe.com").expect("valid"));
+    let api_base = http_url(&raw.api_base, "stripe.api_base", p);
     positive(
         raw.webhook_tolerance_seconds,
         "stripe.webhook_tolerance_seconds",
@@ -917,9 +1200,9 @@ fn validate_stripe(raw: &RawStripe, p: &mut Vec<Problem>) -> Stripe {
     if raw.max_retries > 10 {
         p.push(problem("stripe.max_retries", "must be at most 10"));
     }
-    Stripe {
+    Some(Stripe {
         secret_key,
-        api_base,
+        api_base: api_base?,
         webhook_secrets: raw
             .webhook_secrets
             .iter()
@@ -928,17 +1211,22 @@ fn validate_stripe(raw: &RawStripe, p: &mut Vec<Problem>) -> Stripe {
         webhook_tolerance: secs(raw.webhook_tolerance_seconds),
         timeout: millis(raw.timeout_ms),
         max_retries: raw.max_retries.min(10) as u32,
-    }
+    })
 }
 
-fn validate_checkout(raw: &RawCheckout, has_secret_key: bool, p: &mut Vec<Problem>) -> Checkout {
+fn validate_checkout(raw: &RawCheckout, has_secret_key: bool, p: &mut Check) -> Checkout {
     let mut origins = Vec::new();
     for (i, text) in raw.allowed_redirect_origins.iter().enumerate() {
+        let key = format!("checkout.allowed_redirect_origins[{i}]");
         match Origin::parse(text) {
             Ok(origin) => origins.push(origin),
-            Err(message) => p.push(problem(
-                &format!("checkout.allowed_redirect_origins[{i}]"),
-                message,
+            // Origin's own message quotes the text, which may be hidden.
+            Err(_) => p.push(problem(
+                &key,
+                format!(
+                    "not an origin: {} (expected scheme://host[:port])",
+                    p.show(&key, text)
+                ),
             )),
         }
     }
@@ -964,7 +1252,7 @@ fn validate_checkout(raw: &RawCheckout, has_secret_key: bool, p: &mut Vec<Proble
     }
 }
 
-fn validate_customers(raw: &RawCustomers, p: &mut Vec<Problem>) -> Customers {
+fn validate_customers(raw: &RawCustomers, p: &mut Check) -> Customers {
     let source = match raw.source.as_str() {
         "stripe" => CustomerSource::Stripe,
         "http" => {
@@ -1008,7 +1296,10 @@ fn validate_customers(raw: &RawCustomers, p: &mut Vec<Problem>) -> Customers {
         other => {
             p.push(problem(
                 "customers.source",
-                format!("must be \"stripe\" or \"http\", not {other:?}"),
+                format!(
+                    "must be \"stripe\" or \"http\", not {}",
+                    p.show("customers.source", other)
+                ),
             ));
             CustomerSource::Stripe
         }
@@ -1030,7 +1321,7 @@ fn validate_customers(raw: &RawCustomers, p: &mut Vec<Problem>) -> Customers {
     }
 }
 
-fn validate_routes(raw: Option<&[RawRoute]>, p: &mut Vec<Problem>) -> Vec<Route> {
+fn validate_routes(raw: Option<&[RawRoute]>, p: &mut Check) -> Vec<Route> {
     let defaults;
     let raw = match raw {
         Some(routes) => routes,
@@ -1042,34 +1333,35 @@ fn validate_routes(raw: Option<&[RawRoute]>, p: &mut Vec<Problem>) -> Vec<Route>
     let mut routes: Vec<Route> = Vec::new();
     for (i, r) in raw.iter().enumerate() {
         let at = |field: &str| format!("routes[{i}].{field}");
-        let action = match r.action.as_str() {
-            "checkout" => Some(Action::Checkout),
-            "portal" => Some(Action::Portal),
-            "webhook" => Some(Action::Webhook),
-            other => {
-                p.push(problem(
-                    &at("action"),
-                    format!("must be \"checkout\", \"portal\" or \"webhook\", not {other:?}"),
-                ));
-                None
-            }
-        };
+        let action = Action::parse(&r.action);
+        if action.is_none() {
+            p.push(problem(
+                &at("action"),
+                format!(
+                    "must be {}, not {}",
+                    one_of(Action::ALL.map(Action::as_str)),
+                    p.show(&at("action"), &r.action)
+                ),
+            ));
+        }
         let status = r.status.unwrap_or(200);
         if !(200..300).contains(&status) {
             p.push(problem(&at("status"), "must be a 2xx status"));
         }
-        let default_mode = match r.default_mode.as_deref() {
-            None => None,
-            Some("payment") => Some(Mode::Payment),
-            Some("subscription") => Some(Mode::Subscription),
-            Some(other) => {
+        let default_mode = r.default_mode.as_deref().and_then(|name| {
+            let mode = Mode::parse(name);
+            if mode.is_none() {
                 p.push(problem(
                     &at("default_mode"),
-                    format!("must be \"payment\" or \"subscription\", not {other:?}"),
+                    format!(
+                        "must be {}, not {}",
+                        one_of(Mode::ALL.map(Mode::as_str)),
+                        p.show(&at("default_mode"), name)
+                    ),
                 ));
-                None
             }
-        };
+            mode
+        });
         if default_mode.is_some() && action != Some(Action::Checkout) {
             p.push(problem(
                 &at("default_mode"),
@@ -1089,10 +1381,24 @@ fn validate_routes(raw: Option<&[RawRoute]>, p: &mut Vec<Problem>) -> Vec<Route>
             }
         }
         match Route::new(&r.path, action.unwrap_or(Action::Checkout)) {
-            Err(message) => p.push(problem(&at("path"), message)),
-            Ok(route) if routes.iter().any(|other| other.pattern == route.pattern) => p.push(
-                problem(&at("path"), format!("duplicate route {:?}", r.path)),
-            ),
+            Err(message) => {
+                // Route's messages quote the path after a ": "; keep only
+                // the rule when the path is hidden.
+                let message = match p.show(&at("path"), &r.path) {
+                    shown if shown == REDACTED => message
+                        .split_once(": ")
+                        .map_or("not a valid path", |(rule, _)| rule)
+                        .to_string(),
+                    _ => message,
+                };
+                p.push(problem(&at("path"), message));
+            }
+            Ok(route) if routes.iter().any(|other| other.pattern == route.pattern) => {
+                p.push(problem(
+                    &at("path"),
+                    format!("duplicate route {}", p.show(&at("path"), &r.path)),
+                ))
+            }
             Ok(mut route) => {
                 route.status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
                 route.default_mode = default_mode;
@@ -1105,6 +1411,7 @@ fn validate_routes(raw: Option<&[RawRoute]>, p: &mut Vec<Problem>) -> Vec<Route>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -1117,7 +1424,11 @@ mod tests {
     }
 
     fn problems(text: &str) -> Vec<String> {
-        match Config::parse(text, &env) {
+        problems_with(text, &env)
+    }
+
+    fn problems_with(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+        match Config::parse(text, env) {
             Ok(_) => Vec::new(),
             Err(Problems(list)) => list.iter().map(ToString::to_string).collect(),
         }
@@ -1362,11 +1673,45 @@ mod tests {
         .is_empty());
     }
 
+    /// Regression: a syntax error said only "not valid TOML: ..." with no
+    /// place in the file.
     #[test]
-    fn invalid_toml_is_one_problem() {
-        let found = problems("[server\n");
-        assert_eq!(found.len(), 1);
-        assert!(found[0].starts_with("config: not valid TOML"));
+    fn invalid_toml_is_one_problem_naming_line_and_column() {
+        let cases = [
+            ("[server\n", "config: line 1, column 8: "),
+            ("# c\n[server]\nlisten = \n", "config: line 3, column 10: "),
+            (
+                "[stripe]\nsecret_key = \"sk_live_é\" x\n",
+                "config: line 2, column 26: ",
+            ),
+            (
+                "[stripe]\nsecret_key = sk_live_1\n",
+                "config: line 2, column 14: ",
+            ),
+            (
+                "[stripe]\nsecret_key = \"sk_live_1\n",
+                "config: line 2, column ",
+            ),
+            (
+                "[stripe]\nsecret_key = 'sk_live_1\\q'x\n",
+                "config: line 2, column ",
+            ),
+            (
+                "[stripe]\nsecret_key = \"sk_live_1\\q\"\n",
+                "config: line 2, column ",
+            ),
+            (
+                "[stripe]\nsecret_key = \"a\"\nsecret_key = \"sk_live_1\"\n",
+                "config: line 3, column ",
+            ),
+        ];
+        for (text, want) in cases {
+            let found = problems(text);
+            assert_eq!(found.len(), 1, "{text:?}: {found:?}");
+            assert!(found[0].starts_with(want), "{text:?}: {}", found[0]);
+            assert!(!found[0].contains('\n'), "{}", found[0]);
+            assert!(!found[0].contains("sk_live"), "{}", found[0]);
+        }
     }
 
     #[test]
@@ -1417,5 +1762,295 @@ mod tests {
         let mut problems = Vec::new();
         RawConfig::parse(&shown, &env, &mut problems).unwrap();
         assert!(problems.is_empty(), "{problems:?}\n{shown}");
+    }
+
+    /// Regression: the accepted action and mode names were string literals
+    /// here, so a new `Action` was refused until config.rs was edited too.
+    #[test]
+    fn action_and_mode_names_come_from_the_route_tables() {
+        let sha = "0".repeat(64);
+        for action in Action::ALL {
+            let name = action.as_str();
+            let text = format!("[[routes]]\npath = \"/a\"\naction = \"{name}\"\n");
+            let config = Config::parse(&text, &env).unwrap();
+            assert_eq!(config.routes[0].action, action);
+            let text = format!(
+                "[[auth.api_keys]]\nname = \"k\"\nsha256 = \"{sha}\"\nactions = [\"{name}\"]\n"
+            );
+            match Config::parse(&text, &env) {
+                Ok(config) => assert_eq!(config.auth.api_keys[0].actions, [action]),
+                Err(found) => assert_eq!(action, Action::Webhook, "{found}"),
+            }
+        }
+        for mode in Mode::ALL {
+            let text = format!(
+                "[[routes]]\npath = \"/a\"\naction = \"checkout\"\ndefault_mode = \"{}\"\n",
+                mode.as_str()
+            );
+            let config = Config::parse(&text, &env).unwrap();
+            assert_eq!(config.routes[0].default_mode, Some(mode));
+        }
+        let found =
+            problems("[[routes]]\npath = \"/a\"\naction = \"refund\"\ndefault_mode = \"x\"\n");
+        let actions = one_of(Action::ALL.map(Action::as_str));
+        let modes = one_of(Mode::ALL.map(Mode::as_str));
+        assert!(
+            found.contains(&format!(
+                "routes[0].action: must be {actions}, not \"refund\""
+            )),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&format!(
+                "routes[0].default_mode: must be {modes}, not \"x\""
+            )),
+            "{found:?}"
+        );
+    }
+
+    /// The three secrets the SPEC's defaults read, each with a `${...}` in
+    /// its value that must stay literal.
+    fn secrets_env(name: &str) -> Option<String> {
+        match name {
+            "SUPABASE_JWT_SECRET" => Some("jwt-${SET}".into()),
+            "STRIPE_SECRET_KEY" => Some("sk_test_${SET}".into()),
+            "STRIPE_WEBHOOK_SECRET" => Some("whsec_${SET}".into()),
+            _ => env(name),
+        }
+    }
+
+    /// Regression: a config with no `[auth]` or no `[stripe]` (or one that
+    /// left `hs256_secret`, `secret_key` or `webhook_secrets` out) ran with
+    /// HS256 and Stripe off instead of reading the environment variables the
+    /// SPEC's defaults name.
+    #[test]
+    fn defaults_read_the_environment_whether_a_section_is_written_or_not() {
+        let origins = "[checkout]\nallowed_redirect_origins = [\"https://a.com\"]\n";
+        for sections in [
+            "",
+            "[auth]\n[stripe]\n",
+            "[auth]\nleeway_seconds = 1\n[stripe]\nmax_retries = 1\n",
+        ] {
+            let text = format!("{sections}{origins}");
+            let config = Config::parse(&text, &secrets_env).unwrap();
+            assert_eq!(
+                config.auth.hs256_secret.as_deref(),
+                Some("jwt-${SET}"),
+                "{text}"
+            );
+            assert_eq!(
+                config.stripe.secret_key.as_deref(),
+                Some("sk_test_${SET}"),
+                "{text}"
+            );
+            assert_eq!(config.stripe.webhook_secrets, ["whsec_${SET}"], "{text}");
+        }
+        // Written values win, and are expanded once too.
+        let text = format!(
+            "[auth]\nhs256_secret = \"\"\n[stripe]\nsecret_key = \"${{STRIPE_SECRET_KEY}}\"\nwebhook_secrets = [\"${{SET}}\"]\n{origins}"
+        );
+        let config = Config::parse(&text, &secrets_env).unwrap();
+        assert_eq!(config.auth.hs256_secret, None);
+        assert_eq!(config.stripe.secret_key.as_deref(), Some("sk_test_${SET}"));
+        assert_eq!(config.stripe.webhook_secrets, ["value"]);
+        // A written key that cannot be used falls back to its default, read
+        // from the environment like any other.
+        let mut found = Vec::new();
+        let raw = RawConfig::parse(
+            "[auth]\nhs256_secret = \"${NOPE}\"\n[stripe]\nsecret_key = 5\nwebhook_secrets = \"x\"\n",
+            &secrets_env,
+            &mut found,
+        )
+        .unwrap();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(raw.auth.hs256_secret, "jwt-${SET}");
+        assert_eq!(raw.stripe.secret_key, "sk_test_${SET}");
+        assert_eq!(raw.stripe.webhook_secrets, ["whsec_${SET}"]);
+        // The defaults are written once, next to the fields, as the SPEC has them.
+        assert_eq!(RawAuth::default().hs256_secret, "${SUPABASE_JWT_SECRET:-}");
+        assert_eq!(RawStripe::default().secret_key, "${STRIPE_SECRET_KEY:-}");
+        assert_eq!(
+            RawStripe::default().webhook_secrets,
+            ["${STRIPE_WEBHOOK_SECRET:-}"]
+        );
+    }
+
+    /// Regression: `webhook_secrets = "${WH}"` printed the secret inside
+    /// serde's `invalid type: string "..."` message.
+    #[test]
+    fn problem_lines_never_show_a_secret() {
+        let env = |name: &str| match name {
+            "WH" => Some("whsec_S3CRET".to_string()),
+            "APP" => Some("http://user:S3CRET@app:3000".to_string()),
+            "WORD" => Some("S3CRET".to_string()),
+            _ => None,
+        };
+        let cases = [
+            ("[stripe]\nwebhook_secrets = \"${WH}\"", "stripe.webhook_secrets: invalid type: a string, expected an array"),
+            ("[stripe]\nwebhook_secrets = \"whsec_S3CRET\"", "stripe.webhook_secrets: invalid type"),
+            ("[stripe]\nwebhook_secrets = [\"ok\", 987654321]", "stripe.webhook_secrets[1]: invalid type: an integer, expected a string"),
+            ("[stripe]\nwebhook_secrets = { a = \"whsec_S3CRET\" }", "stripe.webhook_secrets: invalid type: a table"),
+            ("[stripe]\nsecret_key = [\"sk_live_S3CRET\"]", "stripe.secret_key: invalid type: an array, expected a string"),
+            ("[stripe]\nsecret_key = 987654321", "stripe.secret_key: invalid type: an integer"),
+            ("[stripe]\nsecret_key = 9876.54321", "stripe.secret_key: invalid type: a float"),
+            ("[stripe]\nsecret_key = \"pk_live_S3CRET\"\n[checkout]\nallowed_redirect_origins = [\"https://a.com\"]", "stripe.secret_key: must be a Stripe secret"),
+            ("[auth]\nhs256_secret = [\"S3CRET\"]", "auth.hs256_secret: invalid type: an array"),
+            ("[auth]\nhs256_secret = 987654321", "auth.hs256_secret: invalid type: an integer"),
+            ("[auth]\nhs256_secret = { k = \"S3CRET\" }", "auth.hs256_secret: invalid type: a table"),
+            ("[auth]\nhs256_secret = \"S3CRET${S3CRET-x}\"", "auth.hs256_secret: not a ${NAME} reference"),
+            ("[customers]\nlookup_headers = \"Bearer S3CRET\"", "customers.lookup_headers: invalid type: a string, expected a table"),
+            ("[customers]\nlookup_headers = { authorization = [\"Bearer S3CRET\"] }", "customers.lookup_headers.authorization: invalid type: an array"),
+            ("[customers]\nlookup_headers = { authorization = 987654321 }", "customers.lookup_headers.authorization: invalid type: an integer"),
+            ("stripe = \"sk_live_S3CRET\"", "stripe: invalid type: a string, expected a table"),
+            ("[server]\nlog_format = \"${WORD}\"", "server.log_format: must be \"json\" or \"text\", not <redacted>"),
+            ("[server]\nlisten = \"${WORD}\"", "server.listen: not an address: <redacted>"),
+            ("[server]\naccess_log = \"${WORD}\"", "server.access_log: invalid type: a string, expected a boolean"),
+            ("[upstream]\nurl = \"${APP}\"", "upstream.url: not an app address: <redacted>"),
+            ("[checkout]\nallowed_redirect_origins = [\"${APP}\"]", "checkout.allowed_redirect_origins[0]: not an origin: <redacted>"),
+            ("[customers]\nsource = \"${WORD}\"", "customers.source: must be \"stripe\" or \"http\", not <redacted>"),
+            ("[[routes]]\npath = \"${WORD}\"\naction = \"portal\"", "routes[0].path: must start with '/'"),
+            ("[[routes]]\npath = \"/a\"\naction = \"${WORD}\"", "routes[0].action: must be"),
+        ];
+        for (text, want) in cases {
+            let found = problems_with(text, &env);
+            assert_eq!(found.len(), 1, "{text}\n{found:?}");
+            assert!(
+                found[0].starts_with(want),
+                "{text}\nwant {want}\ngot  {}",
+                found[0]
+            );
+            for shown in ["S3CRET", "987654321", "9876"] {
+                assert!(
+                    !found[0].contains(shown),
+                    "{text}\nshows {shown}: {}",
+                    found[0]
+                );
+            }
+        }
+    }
+
+    /// Regression: `--check` printed the password and API key in
+    /// `https://user:pw@host/path?key=abc` URLs.
+    #[test]
+    fn redacted_output_hides_userinfo_and_query_in_urls() {
+        assert_eq!(
+            redact_url("https://user:pw@host/path?key=abc"),
+            "https://<redacted>@host/path?<redacted>"
+        );
+        let cases = [
+            ("", ""),
+            ("https://host/path", "https://host/path"),
+            ("https://host/users/{userId}", "https://host/users/{userId}"),
+            ("https://host?k=v", "https://host?<redacted>"),
+            ("https://host/p?", "https://host/p?"),
+            (
+                "https://a:b@c@host:8443/p/{userId}?k=v#f",
+                "https://<redacted>@host:8443/p/{userId}?<redacted>#f",
+            ),
+            ("https://user@host", "https://<redacted>@host"),
+            ("https://host/p@x", "https://host/p@x"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let text = r#"
+            [auth]
+            jwks_url = "https://usr9:pw1@keys.example/jwks.json?key=abc2"
+            [customers]
+            source = "http"
+            lookup_url = "https://svc9:pw3@lookup.example/users/{userId}?apikey=abc4"
+            lookup_headers = { authorization = "Bearer token5" }
+        "#;
+        let shown = Config::parse(text, &env).unwrap().raw.redacted_toml();
+        for secret in ["usr9", "pw1", "abc2", "svc9", "pw3", "abc4", "token5"] {
+            assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+        }
+        assert!(
+            shown.contains("https://<redacted>@keys.example/jwks.json?<redacted>"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("https://<redacted>@lookup.example/users/{userId}?<redacted>"),
+            "{shown}"
+        );
+        // Still a valid configuration.
+        let again = Config::parse(&shown, &env).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+        assert_eq!(again.raw.redacted_toml(), shown);
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_or_single_addresses() {
+        let config = Config::parse(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\", \"192.168.1.7\", \"fd00::/8\", \"10.1.2.3/8\"]\n",
+            &env,
+        )
+        .unwrap();
+        let nets: Vec<String> = config
+            .server
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            nets,
+            [
+                "10.0.0.0/8",
+                "::1/128",
+                "192.168.1.7/32",
+                "fd00::/8",
+                "10.0.0.0/8"
+            ]
+        );
+        assert!(Config::parse("", &env)
+            .unwrap()
+            .server
+            .trusted_proxies
+            .is_empty());
+
+        let found = problems(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\", \"localhost\", \"\", \" ::1\"]\n",
+        );
+        assert_eq!(found.len(), 4, "{found:?}");
+        for (line, i) in found.iter().zip(1..) {
+            let want = format!("server.trusted_proxies[{i}]: not a CIDR: ");
+            assert!(line.starts_with(&want), "{line}");
+        }
+        assert_eq!(
+            problems("[server]\ntrusted_proxies = \"10.0.0.0/8\"\n"),
+            ["server.trusted_proxies: invalid type: a string, expected an array"]
+        );
+    }
+
+    /// The repo's config.toml is the documented example: every key written
+    /// out (`[[auth.api_keys]]`, optional, only in a comment), each with its
+    /// default exactly as the `Default` impls hold it.
+    #[test]
+    fn repo_config_toml_writes_every_key_with_its_default() {
+        let file: toml::Table = include_str!("../config.toml").parse().unwrap();
+        let defaults = RawConfig {
+            routes: Some(default_routes()),
+            ..RawConfig::default()
+        };
+        let toml::Value::Table(mut defaults) = toml::Value::try_from(defaults).unwrap() else {
+            panic!("the defaults are a table");
+        };
+        if let Some(toml::Value::Table(auth)) = defaults.get_mut("auth") {
+            auth.remove("api_keys");
+        }
+        for (section, want) in &defaults {
+            let written = &file.get(section);
+            if let (toml::Value::Table(want), Some(toml::Value::Table(written))) = (want, written) {
+                if let Some(key) = want.keys().find(|key| !written.contains_key(*key)) {
+                    panic!("config.toml does not write {section}.{key}");
+                }
+            }
+            assert_eq!(
+                Some(want),
+                *written,
+                "config.toml's [{section}] is not the defaults"
+            );
+        }
+        let sections: Vec<_> = file.keys().collect();
+        assert_eq!(sections, defaults.keys().collect::<Vec<_>>());
     }
 }
