@@ -60,7 +60,7 @@ impl Builder {
         Sidecar {
             addr,
             admin,
-            stop: Some(stop),
+            _stop: stop,
             task,
         }
     }
@@ -75,7 +75,8 @@ impl Builder {
 pub struct Sidecar {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
-    stop: Option<oneshot::Sender<Signal>>,
+    /// Dropped with the sidecar, which stops the server.
+    _stop: oneshot::Sender<Signal>,
     task: JoinHandle<()>,
 }
 
@@ -97,14 +98,6 @@ impl Sidecar {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
-    }
-
-    /// Signals the server and waits for `run` to return.
-    pub async fn stop(mut self, signal: Signal) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(signal);
-        }
-        (&mut self.task).await.expect("server task");
     }
 }
 
@@ -167,14 +160,6 @@ impl Process {
             lines,
             _dir: dir,
         }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    pub fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
     }
 
     /// Sends `signal` (e.g. "TERM") to the process.

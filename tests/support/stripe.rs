@@ -9,8 +9,8 @@
 //! It is strict on purpose: unknown parameters, empty values, bad keys and
 //! Stripe's cross-field rules are refused, so a request the sidecar gets
 //! past this fake is one the real API accepts too. It also mimics what makes
-//! Stripe awkward: search does not see new customers until `make_searchable`
-//! (real search lags up to a minute), and `Idempotency-Key` replays, conflicts
+//! Stripe awkward: search never sees customers created through it (real
+//! search lags up to a minute), and `Idempotency-Key` replays, conflicts
 //! (409) and mismatches (400) behave as documented. Faults (error replies,
 //! delays, dropped connections) are queued per path prefix. Every request is
 //! recorded with the TCP connection it came on, to prove keep-alive reuse.
@@ -217,13 +217,6 @@ impl FakeStripe {
     pub fn customers(&self) -> Vec<Value> {
         let state = self.shared.lock();
         state.customers.iter().map(|c| c.object.clone()).collect()
-    }
-
-    /// Ends the search lag: customers created so far become visible to search.
-    pub fn make_searchable(&self) {
-        for customer in &mut self.shared.lock().customers {
-            customer.searchable = true;
-        }
     }
 
     /// Queues faults: each request whose path starts with `path_prefix`
@@ -777,7 +770,7 @@ impl State {
             metadata,
             live,
         );
-        // Search lags behind writes at Stripe; see `make_searchable`.
+        // Search lags behind writes at Stripe: never seen by search here.
         self.customers.push(StoredCustomer {
             object: object.clone(),
             searchable: false,
