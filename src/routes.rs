@@ -170,10 +170,6 @@ impl RouteTable {
         RouteTable { routes }
     }
 
-    pub fn routes(&self) -> &[Route] {
-        &self.routes
-    }
-
     pub fn find(&self, method: &Method, path: &str) -> Match<'_> {
         let segments = normalize(path);
         for route in &self.routes {
@@ -234,7 +230,9 @@ fn normalize_escapes(segment: &str) -> String {
         }
         // Request paths are ASCII (hyper rejects others), so byte = char;
         // config paths may not be, so copy the whole char.
-        let ch = segment[i..].chars().next().expect("in bounds");
+        let Some(ch) = segment.get(i..).and_then(|rest| rest.chars().next()) else {
+            break;
+        };
         out.push(ch);
         i += ch.len_utf8();
     }
