@@ -148,15 +148,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn access_line_is_one_json_object_with_the_spec_fields() {
+    /// What `log` writes through the JSON subscriber `init` installs.
+    fn json_lines(log: impl FnOnce()) -> String {
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
+            .fmt_fields(JsonFields::new())
             .event_format(JsonLines)
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, log);
+        let out = buffer.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn access_line_is_one_json_object_with_the_spec_fields() {
+        let out = json_lines(|| {
             AccessLine {
                 request_id: "r-1",
                 method: "POST",
@@ -168,7 +176,6 @@ mod tests {
             }
             .emit();
         });
-        let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         assert_eq!(out.lines().count(), 1, "{out}");
         let line: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert!(line["ts"].as_str().unwrap().contains('T'));
@@ -184,18 +191,10 @@ mod tests {
 
     #[test]
     fn lines_inside_a_request_span_carry_its_request_id() {
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .fmt_fields(JsonFields::new())
-            .event_format(JsonLines)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let out = json_lines(|| {
             let span = tracing::info_span!("request", request_id = "r-9");
             span.in_scope(|| tracing::warn!(endpoint = "/customers", "retrying a Stripe call"));
         });
-        let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         let line: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(line["request_id"], "r-9", "{out}");
         assert_eq!(line["endpoint"], "/customers");

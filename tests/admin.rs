@@ -78,27 +78,23 @@ async fn openmetrics_when_the_scraper_asks() {
 async fn open_client_connections_are_a_gauge() {
     let app = FakeApp::start().await;
     let sidecar = Sidecar::builder(&app.url()).start().await;
-    let gauge = |text: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix("stripe_sidecar_connections "))
-            .map(|v| v.trim().to_string())
-    };
     let held = tokio::net::TcpStream::connect(sidecar.addr).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let metrics = raw::request(sidecar.admin, "GET", "/metrics", "").await;
-        if gauge(&metrics.body).as_deref() == Some("1") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{}", metrics.body);
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    connections_become(&sidecar, "1").await;
     drop(held);
+    connections_become(&sidecar, "0").await;
+}
+
+/// Polls `/metrics` until `stripe_sidecar_connections` reads `want`.
+async fn connections_become(sidecar: &Sidecar, want: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let metrics = raw::request(sidecar.admin, "GET", "/metrics", "").await;
-        if gauge(&metrics.body).as_deref() == Some("0") {
-            break;
+        let value = metrics
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("stripe_sidecar_connections "));
+        if value == Some(want) {
+            return;
         }
         assert!(std::time::Instant::now() < deadline, "{}", metrics.body);
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
