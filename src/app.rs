@@ -73,6 +73,7 @@ impl State {
                 customers,
                 checkout: config.checkout.clone(),
                 webhooks: config.stripe.clone(),
+                metadata_key: config.customers.metadata_key.clone(),
             },
             metrics,
             ready: AtomicBool::new(false),

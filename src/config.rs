@@ -94,6 +94,8 @@ pub struct RawServer {
     pub log_format: String,
     pub access_log: bool,
     pub worker_threads: u64,
+    pub max_connections: u64,
+    pub body_timeout_ms: u64,
     /// CIDRs (a bare IP is one address) whose X-Forwarded-* are kept.
     pub trusted_proxies: Vec<String>,
 }
@@ -109,6 +111,8 @@ impl Default for RawServer {
             log_format: "json".into(),
             access_log: true,
             worker_threads: 0,
+            max_connections: 10_000,
+            body_timeout_ms: 10_000,
             trusted_proxies: Vec::new(),
         }
     }
@@ -190,6 +194,7 @@ pub struct RawStripe {
     pub webhook_tolerance_seconds: u64,
     pub timeout_ms: u64,
     pub max_retries: u64,
+    pub max_concurrency: u64,
 }
 
 impl Default for RawStripe {
@@ -201,6 +206,7 @@ impl Default for RawStripe {
             webhook_tolerance_seconds: 300,
             timeout_ms: 10000,
             max_retries: 2,
+            max_concurrency: 64,
         }
     }
 }
@@ -212,6 +218,9 @@ pub struct RawCheckout {
     pub require_sign_in: bool,
     pub allow_promotion_codes: bool,
     pub prices: BTreeMap<String, String>,
+    pub allow_any_price: bool,
+    pub max_trial_days: u64,
+    pub rate_limit_per_minute: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -736,6 +745,10 @@ pub struct Server {
     pub access_log: bool,
     /// 0: one per core.
     pub worker_threads: usize,
+    /// Client connections open at once; more wait in the accept queue.
+    pub max_connections: usize,
+    /// A local route's whole body must arrive within this.
+    pub body_timeout: Duration,
     /// Peers whose X-Forwarded-* / X-Real-IP headers are kept.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -780,6 +793,8 @@ pub struct Stripe {
     pub webhook_tolerance: Duration,
     pub timeout: Duration,
     pub max_retries: u32,
+    /// Stripe calls in flight at once; more wait.
+    pub max_concurrency: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -787,8 +802,18 @@ pub struct Checkout {
     pub allowed_redirect_origins: Vec<Origin>,
     pub require_sign_in: bool,
     pub allow_promotion_codes: bool,
+    /// Alias -> price id: the allow-list, unless `allow_any_price`.
     pub prices: BTreeMap<String, String>,
+    pub allow_any_price: bool,
+    /// The longest trial a session or anonymous caller may ask (API keys:
+    /// up to [`MAX_TRIAL_DAYS`]).
+    pub max_trial_days: u32,
+    /// Checkout and portal requests per client IP per minute; `None` = off.
+    pub rate_limit_per_minute: Option<u32>,
 }
+
+/// The longest trial Stripe takes, and an API key may ask.
+pub const MAX_TRIAL_DAYS: u32 = 730;
 
 #[derive(Debug, Clone)]
 pub enum CustomerSource {
@@ -982,6 +1007,8 @@ fn validate_server(raw: &RawServer, p: &mut Check) -> Server {
     if raw.worker_threads > 1024 {
         p.push(problem("server.worker_threads", "must be at most 1024"));
     }
+    positive(raw.max_connections, "server.max_connections", p);
+    positive(raw.body_timeout_ms, "server.body_timeout_ms", p);
     let mut trusted_proxies = Vec::new();
     for (i, text) in raw.trusted_proxies.iter().enumerate() {
         let key = format!("server.trusted_proxies[{i}]");
@@ -1005,6 +1032,8 @@ fn validate_server(raw: &RawServer, p: &mut Check) -> Server {
         log_format,
         access_log: raw.access_log,
         worker_threads: raw.worker_threads as usize,
+        max_connections: usize::try_from(raw.max_connections).unwrap_or(usize::MAX),
+        body_timeout: millis(raw.body_timeout_ms),
         trusted_proxies,
     }
 }
@@ -1058,6 +1087,18 @@ fn api_key_may_call(action: Action) -> bool {
     action != Action::Webhook
 }
 
+/// Clock skew tolerated on `exp` and `nbf`, at most.
+const MAX_LEEWAY_SECONDS: u64 = 300;
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 fn validate_auth(raw: &RawAuth, p: &mut Check) -> Auth {
     let header = http::HeaderName::try_from(raw.header.as_str()).unwrap_or_else(|_| {
         p.push(problem(
@@ -1082,6 +1123,22 @@ fn validate_auth(raw: &RawAuth, p: &mut Check) -> Auth {
         }
     }
     let jwks_url = non_empty(&raw.jwks_url).and_then(|u| http_url(&u, "auth.jwks_url", p));
+    // Keys fetched in clear text could be swapped on the way: only a
+    // sidecar-local key server may be plain http.
+    if let Some(url) = &jwks_url {
+        if url.scheme() != "https" && !is_loopback(url) {
+            p.push(problem(
+                "auth.jwks_url",
+                "must be https (plain http only on a loopback host such as 127.0.0.1)",
+            ));
+        }
+    }
+    if raw.leeway_seconds > MAX_LEEWAY_SECONDS {
+        p.push(problem(
+            "auth.leeway_seconds",
+            format!("must be at most {MAX_LEEWAY_SECONDS}"),
+        ));
+    }
     let required_claims = raw
         .required_claims
         .iter()
@@ -1146,7 +1203,7 @@ fn validate_auth(raw: &RawAuth, p: &mut Check) -> Auth {
         issuer: non_empty(&raw.issuer),
         audience: non_empty(&raw.audience),
         required_claims,
-        leeway: secs(raw.leeway_seconds),
+        leeway: secs(raw.leeway_seconds.min(MAX_LEEWAY_SECONDS)),
         jwks_refresh: secs(raw.jwks_refresh_seconds),
         jwks_min_refetch: secs(raw.jwks_min_refetch_seconds),
         user_id_claim: raw.user_id_claim.clone(),
@@ -1200,6 +1257,7 @@ fn validate_stripe(raw: &RawStripe, p: &mut Check) -> Option<Stripe> {
     if raw.max_retries > 10 {
         p.push(problem("stripe.max_retries", "must be at most 10"));
     }
+    positive(raw.max_concurrency, "stripe.max_concurrency", p);
     Some(Stripe {
         secret_key,
         api_base: api_base?,
@@ -1211,6 +1269,7 @@ fn validate_stripe(raw: &RawStripe, p: &mut Check) -> Option<Stripe> {
         webhook_tolerance: secs(raw.webhook_tolerance_seconds),
         timeout: millis(raw.timeout_ms),
         max_retries: raw.max_retries.min(10) as u32,
+        max_concurrency: usize::try_from(raw.max_concurrency).unwrap_or(usize::MAX),
     })
 }
 
@@ -1236,19 +1295,43 @@ fn validate_checkout(raw: &RawCheckout, has_secret_key: bool, p: &mut Check) -> 
             "must list at least one origin (e.g. [\"https://myapp.com\"]) once stripe.secret_key is set",
         ));
     }
-    for (alias, price) in &raw.prices {
-        if price.is_empty() {
+    // An empty id (an unset `${VAR:-}`) is left out, as empty webhook
+    // secrets are, so one file serves deployments with more or fewer prices.
+    let prices: BTreeMap<String, String> = raw
+        .prices
+        .iter()
+        .filter(|(_, id)| !id.is_empty())
+        .map(|(alias, id)| (alias.clone(), id.clone()))
+        .collect();
+    for (alias, id) in &prices {
+        if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
             p.push(problem(
                 &format!("checkout.prices.{alias}"),
-                "must be a Stripe price id",
+                "must be a Stripe price id (price_...)",
             ));
         }
     }
+    if has_secret_key && prices.is_empty() && !raw.allow_any_price {
+        p.push(problem(
+            "checkout.prices",
+            "must list the prices a browser may buy (e.g. { pro = \"price_...\" }) once stripe.secret_key is set, or set checkout.allow_any_price = true",
+        ));
+    }
+    if raw.max_trial_days > u64::from(MAX_TRIAL_DAYS) {
+        p.push(problem(
+            "checkout.max_trial_days",
+            format!("must be at most {MAX_TRIAL_DAYS}"),
+        ));
+    }
+    let per_minute = u32::try_from(raw.rate_limit_per_minute).unwrap_or(u32::MAX);
     Checkout {
         allowed_redirect_origins: origins,
         require_sign_in: raw.require_sign_in,
         allow_promotion_codes: raw.allow_promotion_codes,
-        prices: raw.prices.clone(),
+        prices,
+        allow_any_price: raw.allow_any_price,
+        max_trial_days: raw.max_trial_days.min(u64::from(MAX_TRIAL_DAYS)) as u32,
+        rate_limit_per_minute: (per_minute > 0).then_some(per_minute),
     }
 }
 
@@ -1612,14 +1695,22 @@ mod tests {
             ("[[auth.api_keys]]\nname = \"k\"\nsha256 = \"zz\"\nactions = [\"portal\"]", "auth.api_keys[0].sha256: must be the 64 hex digits"),
             ("[[auth.api_keys]]\nname = \"k\"\nsha256 = \"%64\"\nactions = [\"webhook\"]", "auth.api_keys[0].actions[0]: must be"),
             ("[[auth.api_keys]]\nname = \"k\"\nsha256 = \"%64\"\nactions = []", "auth.api_keys[0].actions: must name at least one action"),
-            ("[stripe]\nsecret_key = \"pk_test_x\"\n[checkout]\nallowed_redirect_origins = [\"https://a.com\"]", "stripe.secret_key: must be a Stripe secret"),
+            ("[stripe]\nsecret_key = \"pk_test_x\"\n[checkout]\nallowed_redirect_origins = [\"https://a.com\"]\nallow_any_price = true", "stripe.secret_key: must be a Stripe secret"),
             ("[stripe]\napi_base = \"localhost:12111\"", "stripe.api_base: not an http(s) URL"),
             ("[stripe]\nwebhook_tolerance_seconds = 0", "stripe.webhook_tolerance_seconds: must be greater than 0"),
             ("[stripe]\ntimeout_ms = 0", "stripe.timeout_ms: must be greater than 0"),
             ("[stripe]\nmax_retries = 11", "stripe.max_retries: must be at most 10"),
-            ("[stripe]\nsecret_key = \"sk_test_x\"", "checkout.allowed_redirect_origins: must list at least one origin"),
+            ("[stripe]\nsecret_key = \"sk_test_x\"\n[checkout]\nprices = { pro = \"price_1\" }", "checkout.allowed_redirect_origins: must list at least one origin"),
+            ("[stripe]\nsecret_key = \"sk_test_x\"\n[checkout]\nallowed_redirect_origins = [\"https://a.com\"]", "checkout.prices: must list the prices a browser may buy"),
+            ("[checkout]\nmax_trial_days = 731", "checkout.max_trial_days: must be at most 730"),
+            ("[server]\nmax_connections = 0", "server.max_connections: must be greater than 0"),
+            ("[server]\nbody_timeout_ms = 0", "server.body_timeout_ms: must be greater than 0"),
+            ("[stripe]\nmax_concurrency = 0", "stripe.max_concurrency: must be greater than 0"),
+            ("[auth]\nleeway_seconds = 301", "auth.leeway_seconds: must be at most 300"),
+            ("[auth]\njwks_url = \"http://keys.example/jwks.json\"", "auth.jwks_url: must be https"),
             ("[checkout]\nallowed_redirect_origins = [\"https://a.com/x\"]", "checkout.allowed_redirect_origins[0]: not an origin"),
-            ("[checkout]\nprices = { pro = \"\" }", "checkout.prices.pro: must be a Stripe price id"),
+            ("[checkout]\nprices = { pro = \"price 1\" }", "checkout.prices.pro: must be a Stripe price id"),
+            ("[stripe]\nsecret_key = \"sk_test_x\"\n[checkout]\nallowed_redirect_origins = [\"https://a.com\"]\nprices = { pro = \"${UNSET_PRICE:-}\" }", "checkout.prices: must list the prices a browser may buy"),
             ("[checkout]\nrequire_sign_in = \"yes\"", "checkout.require_sign_in: invalid type"),
             ("[customers]\nsource = \"db\"", "customers.source: must be"),
             ("[customers]\nsource = \"http\"", "customers.lookup_url: is required"),
@@ -1661,16 +1752,46 @@ mod tests {
     }
 
     #[test]
-    fn secret_key_requires_redirect_origins() {
+    fn secret_key_requires_redirect_origins_and_prices() {
         let found = problems("[stripe]\nsecret_key = \"sk_test_1\"\n");
         assert_eq!(
             found,
-            ["checkout.allowed_redirect_origins: must list at least one origin (e.g. [\"https://myapp.com\"]) once stripe.secret_key is set"]
+            [
+                "checkout.allowed_redirect_origins: must list at least one origin (e.g. [\"https://myapp.com\"]) once stripe.secret_key is set",
+                "checkout.prices: must list the prices a browser may buy (e.g. { pro = \"price_...\" }) once stripe.secret_key is set, or set checkout.allow_any_price = true",
+            ]
         );
-        assert!(problems(
-            "[stripe]\nsecret_key = \"sk_test_1\"\n[checkout]\nallowed_redirect_origins = [\"https://a.com\"]\n"
-        )
-        .is_empty());
+        for checkout in ["prices = { pro = \"price_1\" }", "allow_any_price = true"] {
+            assert!(problems(&format!(
+                "[stripe]\nsecret_key = \"sk_test_1\"\n[checkout]\nallowed_redirect_origins = [\"https://a.com\"]\n{checkout}\n"
+            ))
+            .is_empty());
+        }
+    }
+
+    #[test]
+    fn jwks_may_be_plain_http_only_on_loopback() {
+        for url in [
+            "https://ref.supabase.co/auth/v1/.well-known/jwks.json",
+            "http://127.0.0.1:9999/jwks.json",
+            "http://[::1]:9999/jwks.json",
+            "http://localhost/jwks.json",
+        ] {
+            assert!(
+                problems(&format!("[auth]\njwks_url = \"{url}\"")).is_empty(),
+                "{url}"
+            );
+        }
+        for url in [
+            "http://10.0.0.1/jwks.json",
+            "http://localhost.evil.com/jwks.json",
+        ] {
+            let found = problems(&format!("[auth]\njwks_url = \"{url}\""));
+            assert!(
+                found[0].starts_with("auth.jwks_url: must be https"),
+                "{url}"
+            );
+        }
     }
 
     /// Regression: a syntax error said only "not valid TOML: ..." with no
@@ -1825,7 +1946,8 @@ mod tests {
     /// SPEC's defaults name.
     #[test]
     fn defaults_read_the_environment_whether_a_section_is_written_or_not() {
-        let origins = "[checkout]\nallowed_redirect_origins = [\"https://a.com\"]\n";
+        let origins =
+            "[checkout]\nallowed_redirect_origins = [\"https://a.com\"]\nallow_any_price = true\n";
         for sections in [
             "",
             "[auth]\n[stripe]\n",
@@ -1893,7 +2015,7 @@ mod tests {
             ("[stripe]\nsecret_key = [\"sk_live_S3CRET\"]", "stripe.secret_key: invalid type: an array, expected a string"),
             ("[stripe]\nsecret_key = 987654321", "stripe.secret_key: invalid type: an integer"),
             ("[stripe]\nsecret_key = 9876.54321", "stripe.secret_key: invalid type: a float"),
-            ("[stripe]\nsecret_key = \"pk_live_S3CRET\"\n[checkout]\nallowed_redirect_origins = [\"https://a.com\"]", "stripe.secret_key: must be a Stripe secret"),
+            ("[stripe]\nsecret_key = \"pk_live_S3CRET\"\n[checkout]\nallowed_redirect_origins = [\"https://a.com\"]\nallow_any_price = true", "stripe.secret_key: must be a Stripe secret"),
             ("[auth]\nhs256_secret = [\"S3CRET\"]", "auth.hs256_secret: invalid type: an array"),
             ("[auth]\nhs256_secret = 987654321", "auth.hs256_secret: invalid type: an integer"),
             ("[auth]\nhs256_secret = { k = \"S3CRET\" }", "auth.hs256_secret: invalid type: a table"),

@@ -53,6 +53,7 @@ async fn world(more: impl FnOnce(Builder, &FakeApp) -> Builder) -> World {
         .set("stripe", "secret_key = \"sk_test_sidecar\"")
         .set("stripe", &format!("api_base = \"{}\"", stripe.url()))
         .set("checkout", "allowed_redirect_origins = [\"https://myapp.com\"]")
+        .set("checkout", "allow_any_price = true")
         .raw(&format!(
             "[[auth.api_keys]]\nname = \"backend\"\nsha256 = \"{sha}\"\nactions = [\"checkout\", \"portal\"]\n"
         ));
@@ -293,10 +294,19 @@ async fn trial_metadata_and_a_billstack_route() {
              action = \"checkout\"\nstatus = 201\ndefault_mode = \"subscription\"\n",
         )
         .set("checkout", "allow_promotion_codes = true")
+        .set("checkout", "max_trial_days = 14")
     })
     .await;
     w.stripe
         .add_customer("cus_team", None, &[("user_id", "user-3")]);
+    let route = "/api/billstack/teams/t%201/projects/p2/checkout";
+    let mut longer = subscription();
+    longer["trialDays"] = json!(15);
+    let refused = w
+        .post(route, Some(&token("user-3", "c@x.io")), longer)
+        .await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.body["error"], "trialDays must be between 1 and 14");
     let mut body = subscription();
     body.as_object_mut().unwrap().remove("mode");
     body["trialDays"] = json!(14);

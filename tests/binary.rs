@@ -61,6 +61,7 @@ fn check_prints_the_effective_config_with_every_secret_redacted() {
         webhook_secrets = ["whsec_OLD-WEBHOOK-SECRET", "whsec_NEW-WEBHOOK-SECRET"]
         [checkout]
         allowed_redirect_origins = ["https://myapp.com"]
+        allow_any_price = true
         [customers]
         source = "http"
         lookup_url = "http://127.0.0.1:3000/internal/customers/{userId}"

@@ -58,6 +58,7 @@ fn jwks_sidecar(app: &FakeApp, min_refetch: u64) -> Builder {
             "checkout",
             "allowed_redirect_origins = [\"https://app.example\"]",
         )
+        .set("checkout", "allow_any_price = true")
 }
 
 /// POSTs `body` to the portal route with `headers`; returns status and error.

@@ -80,7 +80,8 @@ async fn hook(more: impl FnOnce(Builder) -> Builder) -> Hook {
         .set(
             "checkout",
             "allowed_redirect_origins = [\"https://myapp.com\"]",
-        );
+        )
+        .set("checkout", "allow_any_price = true");
     let sidecar = more(builder).start().await;
     Hook {
         app,

@@ -17,6 +17,11 @@ use crate::identity::Subject;
 use crate::routes::{Mode, Route};
 use crate::stripe::{Stripe, StripeError};
 
+/// The metadata key naming the user who checked out: a webhook's
+/// `checkout.session.completed` is trusted only when it matches the
+/// session's `client_reference_id`.
+pub const USER_ID: &str = "user_id";
+
 /// A checkout request, validated.
 #[derive(Debug, PartialEq)]
 struct CheckoutRequest {
@@ -31,10 +36,15 @@ struct CheckoutRequest {
 
 impl CheckoutRequest {
     /// Checks the body in the contract's order, with its messages.
+    /// `max_trial` is the longest trial this caller may ask; `reserved`
+    /// are the metadata keys the sidecar sets itself, never taken from the
+    /// body.
     fn parse(
         body: &Map<String, Value>,
         default_mode: Option<Mode>,
         settings: &config::Checkout,
+        max_trial: u32,
+        reserved: &[&str],
     ) -> Result<CheckoutRequest, Error> {
         let bad = |message: &str| Error::BadRequest(message.to_string());
         let price = match body.get("priceId") {
@@ -58,11 +68,11 @@ impl CheckoutRequest {
         let origins = &settings.allowed_redirect_origins;
         let success_url = redirect_url(body, "successUrl", origins)?;
         let cancel_url = redirect_url(body, "cancelUrl", origins)?;
-        let price = if settings.prices.is_empty() {
-            price
-        } else if let Some(id) = settings.prices.get(&price) {
+        // The browser names a price; only the configuration says which
+        // it may buy.
+        let price = if let Some(id) = settings.prices.get(&price) {
             id.clone()
-        } else if settings.prices.values().any(|id| *id == price) {
+        } else if settings.allow_any_price || settings.prices.values().any(|id| *id == price) {
             price
         } else {
             return Err(bad("Price ID is not allowed"));
@@ -75,17 +85,22 @@ impl CheckoutRequest {
         };
         let trial_days = match body.get("trialDays") {
             None | Some(Value::Null) => None,
+            Some(_) if mode == Mode::Payment => {
+                return Err(bad("Trial periods only apply to subscription mode"))
+            }
+            // The trial is a commercial term: the browser may not choose
+            // one longer than the configuration allows it.
+            Some(_) if max_trial == 0 => return Err(bad("Trial periods are not allowed")),
             Some(value) => Some(
                 whole_number(value)
-                    .filter(|n| (1..=730).contains(n))
-                    .ok_or_else(|| bad("trialDays must be a whole number from 1 to 730"))?
-                    as u32,
+                    .filter(|n| (1..=u64::from(max_trial)).contains(n))
+                    .ok_or_else(|| {
+                        Error::BadRequest(format!("trialDays must be between 1 and {max_trial}"))
+                    })? as u32,
             ),
         };
-        if trial_days.is_some() && mode == Mode::Payment {
-            return Err(bad("Trial periods only apply to subscription mode"));
-        }
-        let metadata = metadata(body.get("metadata"))?;
+        let mut metadata = metadata(body.get("metadata"))?;
+        metadata.retain(|key, _| !reserved.contains(&key.as_str()));
         Ok(CheckoutRequest {
             price,
             success_url,
@@ -141,21 +156,30 @@ fn metadata(value: Option<&Value>) -> Result<Metadata, Error> {
     Ok(metadata)
 }
 
-/// Creates the Checkout Session for `subject`.
+/// Creates the Checkout Session for `subject`; `max_trial` is the longest
+/// trial this caller may ask.
 pub(super) async fn create(
     billing: &Billing,
     stripe: &Stripe,
     route: &Route,
     params: Vec<(String, String)>,
     subject: &Subject,
+    max_trial: u32,
     body: &Map<String, Value>,
 ) -> Result<Value, Error> {
-    let request = CheckoutRequest::parse(body, route.default_mode, &billing.checkout)?;
-    // Reserved keys override the caller's: route parameters, then user_id.
+    let mut reserved = vec![USER_ID, billing.metadata_key.as_str()];
+    reserved.extend(params.iter().map(|(name, _)| name.as_str()));
+    let request = CheckoutRequest::parse(
+        body,
+        route.default_mode,
+        &billing.checkout,
+        max_trial,
+        &reserved,
+    )?;
     let mut metadata = request.metadata;
     metadata.extend(params);
     if let Subject::User(user) = subject {
-        metadata.insert("user_id".into(), user.id.clone());
+        metadata.insert(USER_ID.into(), user.id.clone());
     }
     if metadata.len() > METADATA_KEYS {
         return Err(Error::BadRequest(
@@ -232,8 +256,14 @@ mod tests {
             require_sign_in: false,
             allow_promotion_codes: false,
             prices: Default::default(),
+            allow_any_price: true,
+            max_trial_days: 30,
+            rate_limit_per_minute: None,
         }
     }
+
+    /// The metadata keys a route with a `{teamId}` reserves.
+    const RESERVED: [&str; 2] = [USER_ID, "teamId"];
 
     fn parse_with(
         body: Value,
@@ -243,7 +273,9 @@ mod tests {
         let Value::Object(body) = body else {
             panic!("not an object")
         };
-        CheckoutRequest::parse(&body, default_mode, settings).map_err(|e| e.to_string())
+        let max_trial = settings.max_trial_days;
+        CheckoutRequest::parse(&body, default_mode, settings, max_trial, &RESERVED)
+            .map_err(|e| e.to_string())
     }
 
     fn parse(body: Value) -> Result<CheckoutRequest, String> {
@@ -351,15 +383,15 @@ mod tests {
             ),
             (
                 subscription("trialDays", json!(0)),
-                "trialDays must be a whole number from 1 to 730",
+                "trialDays must be between 1 and 30",
             ),
             (
-                subscription("trialDays", json!(731)),
-                "trialDays must be a whole number from 1 to 730",
+                subscription("trialDays", json!(31)),
+                "trialDays must be between 1 and 30",
             ),
             (
                 subscription("trialDays", json!("7")),
-                "trialDays must be a whole number from 1 to 730",
+                "trialDays must be between 1 and 30",
             ),
             (
                 with("trialDays", json!(7)),
@@ -433,6 +465,7 @@ mod tests {
     #[test]
     fn prices_are_aliases_and_an_allow_list() {
         let mut settings = settings();
+        settings.allow_any_price = false;
         settings.prices = [("pro".to_string(), "price_pro".to_string())].into();
         let price =
             |id: &str| parse_with(with("priceId", json!(id)), None, &settings).map(|r| r.price);
@@ -440,6 +473,76 @@ mod tests {
         assert_eq!(price("price_pro"), Ok("price_pro".into()));
         assert_eq!(price("Pro"), Err("Price ID is not allowed".into()));
         assert_eq!(price("price_other"), Err("Price ID is not allowed".into()));
+    }
+
+    /// Regression: with no `checkout.prices`, any caller could buy any
+    /// active price of the account.
+    #[test]
+    fn without_allow_any_price_only_listed_prices_sell() {
+        let mut settings = settings();
+        settings.allow_any_price = false;
+        let price = |settings: &config::Checkout, id: &str| {
+            parse_with(with("priceId", json!(id)), None, settings).map(|r| r.price)
+        };
+        assert_eq!(
+            price(&settings, "price_123"),
+            Err("Price ID is not allowed".into())
+        );
+        settings.prices = [("pro".to_string(), "price_pro".to_string())].into();
+        assert_eq!(price(&settings, "pro"), Ok("price_pro".into()));
+        assert_eq!(
+            price(&settings, "price_123"),
+            Err("Price ID is not allowed".into())
+        );
+        settings.allow_any_price = true;
+        assert_eq!(
+            price(&settings, "pro"),
+            Ok("price_pro".into()),
+            "aliases still apply"
+        );
+        assert_eq!(price(&settings, "price_123"), Ok("price_123".into()));
+    }
+
+    /// Regression: any anonymous caller could ask `trialDays: 730`.
+    #[test]
+    fn the_trial_a_caller_may_ask_is_configured() {
+        let body = |days: Value| {
+            let mut body = with("trialDays", days);
+            body["mode"] = json!("subscription");
+            let Value::Object(body) = body else { panic!() };
+            body
+        };
+        let trial = |max: u32, days: Value| {
+            CheckoutRequest::parse(&body(days), None, &settings(), max, &RESERVED)
+                .map(|r| r.trial_days)
+                .map_err(|e| e.to_string())
+        };
+        let none = Err("Trial periods are not allowed".to_string());
+        assert_eq!(trial(0, json!(1)), none, "the default for browsers");
+        assert_eq!(trial(0, json!(730)), none);
+        assert_eq!(trial(14, json!(14)), Ok(Some(14)));
+        assert_eq!(
+            trial(14, json!(15)),
+            Err("trialDays must be between 1 and 14".into())
+        );
+        assert_eq!(trial(730, json!(730)), Ok(Some(730)), "an API key");
+        assert_eq!(
+            trial(730, json!(731)),
+            Err("trialDays must be between 1 and 730".into())
+        );
+        assert_eq!(trial(0, Value::Null), Ok(None));
+    }
+
+    /// Regression: a caller could set `metadata.user_id` (and the other
+    /// reserved keys), which apps read back from webhooks.
+    #[test]
+    fn reserved_metadata_keys_never_come_from_the_body() {
+        let body = with(
+            "metadata",
+            json!({"user_id": "victim", "teamId": "other-team", "plan": "pro"}),
+        );
+        let metadata = parse(body).unwrap().metadata;
+        assert_eq!(metadata, Metadata::from([("plan".into(), "pro".into())]));
     }
 
     #[test]

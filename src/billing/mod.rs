@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
 use serde_json::{Map, Value};
 
-use crate::config::{self, Origin};
+use crate::config::{self, Origin, MAX_TRIAL_DAYS};
 use crate::customers::Customers;
 use crate::error::Error;
 use crate::identity::{Caller, Named, Rejection, Subject};
@@ -35,6 +35,8 @@ pub struct Billing {
     pub customers: Customers,
     pub checkout: config::Checkout,
     pub webhooks: config::Stripe,
+    /// `customers.metadata_key`: reserved in checkout metadata too.
+    pub metadata_key: String,
 }
 
 impl Billing {
@@ -62,7 +64,11 @@ impl Billing {
         }
         let reply = match route.action {
             Action::Checkout => {
-                checkout::create(self, stripe, route, params, &subject, &body).await?
+                let max_trial = match caller {
+                    Caller::ApiKey(_) => MAX_TRIAL_DAYS,
+                    _ => self.checkout.max_trial_days,
+                };
+                checkout::create(self, stripe, route, params, &subject, max_trial, &body).await?
             }
             Action::Portal => portal::create(self, stripe, &subject, &body).await?,
             Action::Webhook => {
