@@ -274,14 +274,21 @@ impl Identity {
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.settings.leeway.as_secs();
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured audience or issuer is required, not just checked
+        // when present: a token without it (or with `aud: null`) fails.
+        let mut required = vec!["exp"];
         match &self.settings.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(issuer) = &self.settings.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -314,13 +321,15 @@ impl Identity {
             Some(Value::String(email)) if !email.is_empty() => Some(email.clone()),
             _ => None,
         };
-        let exp = claims
+        // An `exp` past what the clock can say is refused, not a panic.
+        let expires = claims
             .get("exp")
             .and_then(Value::as_u64)
+            .and_then(|exp| UNIX_EPOCH.checked_add(Duration::from_secs(exp)))
             .ok_or(Rejection::Claims)?;
         Ok(Verified {
             user: Arc::new(User { id, email }),
-            expires: UNIX_EPOCH + Duration::from_secs(exp),
+            expires,
         })
     }
 }
@@ -619,6 +628,10 @@ fn parse_jwks(body: &[u8]) -> Result<HashMap<String, (Algorithm, DecodingKey)>, 
             continue;
         };
         keys.insert(kid, (kind, key));
+    }
+    // A set with nothing usable is a failed fetch: the last good keys stay.
+    if keys.is_empty() {
+        return Err("no usable signing key in the JWK set".into());
     }
     Ok(keys)
 }

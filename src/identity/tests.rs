@@ -43,6 +43,13 @@ fn identity() -> Identity {
     identity_with("")
 }
 
+/// [`claims`] with `key` set to a raw JSON value, kept as written.
+fn claims_with_raw(key: &str, raw: &str) -> Value {
+    let mut claims = claims();
+    claims[key] = serde_json::from_str(raw).unwrap();
+    claims
+}
+
 /// Supabase's claims for a signed-in user.
 fn claims() -> Value {
     json!({
@@ -272,12 +279,55 @@ async fn bearer_token_attacks_are_refused() {
             hs256(&with(claims(), "aud", json!(["x", "y"]))),
             Err(Rejection::Audience),
         ),
+        // Regression: with `audience`/`issuer` configured, a token without
+        // the claim (or with a null or numeric one) was accepted.
+        (
+            "no aud",
+            hs256(&with(claims(), "aud", Value::Null)),
+            Err(Rejection::Claims),
+        ),
+        (
+            "aud null",
+            hs256(&claims_with_raw("aud", "null")),
+            Err(Rejection::Claims),
+        ),
+        (
+            "aud numeric",
+            hs256(&claims_with_raw("aud", "123")),
+            Err(Rejection::Claims),
+        ),
+        (
+            "no iss",
+            hs256(&with(claims(), "iss", Value::Null)),
+            Err(Rejection::Claims),
+        ),
+        (
+            "iss numeric",
+            hs256(&claims_with_raw("iss", "7")),
+            Err(Rejection::Claims),
+        ),
+        // Regression: an `exp` past the clock's range panicked.
+        (
+            "exp at u64::MAX",
+            hs256(&with(claims(), "exp", json!(u64::MAX))),
+            Err(Rejection::Claims),
+        ),
+        (
+            "exp beyond i64::MAX",
+            hs256(&with(claims(), "exp", json!(i64::MAX as u64 + 1))),
+            Err(Rejection::Claims),
+        ),
+        (
+            "exp as a huge float",
+            hs256(&with(claims(), "exp", json!(1e30))),
+            Err(Rejection::Claims),
+        ),
         (
             "anon key",
             hs256(
                 &json!({"iss": "supabase", "ref": "abc", "role": "anon", "iat": now(), "exp": now() + 3600}),
             ),
-            Err(Rejection::Issuer),
+            Err(Rejection::Claims),
         ),
         (
             "anon role, user-shaped",
@@ -643,7 +693,8 @@ fn jwks_keys_are_tied_to_their_algorithm() {
         {"kty": "RSA", "n": "AQAB", "e": "AQAB"},
         {"nonsense": true},
     ]});
-    assert!(parse_jwks(mixed.to_string().as_bytes()).unwrap().is_empty());
+    // Regression: a set with no usable key replaced the last good keys.
+    assert!(parse_jwks(mixed.to_string().as_bytes()).is_err());
     assert!(parse_jwks(b"not json").is_err());
 }
 
