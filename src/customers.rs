@@ -151,10 +151,19 @@ impl Customers {
         Ok(result.into_entry().and_then(|entry| entry.into_value()))
     }
 
-    /// Caches `customer_id` as `user_id`'s (a completed checkout).
+    /// Caches `customer_id` as `user_id`'s after a completed checkout, but
+    /// only in place of a cached "none": a signed event can come from any
+    /// Payment Link, so it may fill a gap, never replace a customer.
     pub async fn remember(&self, user_id: &str, customer_id: &str) {
+        let customer = customer_id.to_string();
         self.cache
-            .insert(user_id.to_string(), Some(customer_id.to_string()))
+            .entry(user_id.to_string())
+            .and_compute_with(|existing| async move {
+                match existing.map(|e| e.into_value()) {
+                    Some(None) => Op::Put(Some(customer)),
+                    _ => Op::Nop,
+                }
+            })
             .await;
     }
 
@@ -193,10 +202,11 @@ impl Customers {
             .send(stripe)
             .await
             .map_err(lookup_error)?;
+        let key = &self.settings.metadata_key;
         Ok(found
             .data
             .into_iter()
-            .next()
+            .find(|customer| owned_by(customer.metadata.as_ref(), key, user_id))
             .map(|customer| customer.id.to_string()))
     }
 
@@ -274,6 +284,19 @@ fn lookup_error(error: StripeError) -> Error {
     Error::LookupUnavailable(format!("Stripe customer search: {error}"))
 }
 
+/// Whether a customer's metadata names `user_id` exactly under `key`:
+/// search matching is looser than equality, and a near miss must never
+/// hand one user another's customer.
+fn owned_by(
+    metadata: Option<&std::collections::HashMap<String, String>>,
+    key: &str,
+    user_id: &str,
+) -> bool {
+    metadata
+        .and_then(|m| m.get(key))
+        .is_some_and(|v| v == user_id)
+}
+
 /// Escapes a value for a Stripe search query string (`'` and `\`).
 fn search_escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('\'', "\\'")
@@ -282,6 +305,33 @@ fn search_escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the first search hit was taken whatever its metadata.
+    #[test]
+    fn a_search_hit_must_name_the_user_exactly() {
+        let metadata = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let user = "8f0e-uuid";
+        assert!(owned_by(
+            Some(&metadata(&[("user_id", user)])),
+            "user_id",
+            user
+        ));
+        for other in [
+            metadata(&[("user_id", "8F0E-UUID")]),
+            metadata(&[("user_id", "8f0e-uuid ")]),
+            metadata(&[("user_id", "8f0e")]),
+            metadata(&[("uid", user)]),
+            metadata(&[]),
+        ] {
+            assert!(!owned_by(Some(&other), "user_id", user), "{other:?}");
+        }
+        assert!(!owned_by(None, "user_id", user));
+    }
 
     #[test]
     fn search_values_are_escaped() {

@@ -357,6 +357,7 @@ async fn completed_checkouts_and_deleted_customers_update_the_cache() {
     let completed = event(
         "checkout.session.completed",
         json!({"id": "cs_test_1", "object": "checkout.session", "client_reference_id": "user-w1",
+               "metadata": {"user_id": "user-w1"},
                "customer": "cus_w1", "mode": "subscription", "status": "complete"}),
     );
     let (status, _) = h
@@ -391,6 +392,50 @@ async fn completed_checkouts_and_deleted_customers_update_the_cache() {
         "looked up again, and gone"
     );
     assert_eq!(searches(), 2);
+}
+
+/// Regression: a signed `checkout.session.completed` from a Payment Link
+/// (whose `client_reference_id` anyone can choose) replaced a user's cached
+/// customer with another.
+#[tokio::test]
+async fn a_payment_link_cannot_hand_a_user_another_customer() {
+    let h = hook(|b| b).await;
+    let none = error("You don't have a billing account yet. Make a purchase first.");
+    let completed = |user: &str, metadata: Value| {
+        event(
+            "checkout.session.completed",
+            json!({"id": "cs_link", "object": "checkout.session", "client_reference_id": user,
+                   "metadata": metadata, "customer": "cus_attacker", "mode": "payment",
+                   "status": "complete"}),
+        )
+    };
+    let portal_customers = || {
+        h.stripe
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/v1/billing_portal/sessions")
+            .flat_map(|r| r.form.clone())
+            .filter(|(k, _)| k == "customer")
+            .map(|(_, v)| v)
+            .collect::<Vec<_>>()
+    };
+    // A cached "none" is not filled by a session the sidecar did not make.
+    assert_eq!(h.portal("user-w2").await, (400, none.clone()));
+    let link = completed("user-w2", json!({}));
+    let sent = h.send(Some(&signature(SECRET, now(), &link)), link).await;
+    assert_eq!(sent.0, 200);
+    assert_eq!(h.portal("user-w2").await, (400, none));
+    // A cached customer is never replaced, even by a matching session.
+    h.stripe
+        .add_customer("cus_w3", None, &[("user_id", "user-w3")]);
+    assert_eq!(h.portal("user-w3").await.0, 200);
+    let forged = completed("user-w3", json!({"user_id": "user-w3"}));
+    let sent = h
+        .send(Some(&signature(SECRET, now(), &forged)), forged)
+        .await;
+    assert_eq!(sent.0, 200);
+    assert_eq!(h.portal("user-w3").await.0, 200);
+    assert_eq!(portal_customers(), ["cus_w3", "cus_w3"]);
 }
 
 /// A stale or malformed `Stripe-Signature` is refused before the body is

@@ -13,8 +13,10 @@
 //! crate this sidecar does not otherwise need, and the check is twenty
 //! lines over `ring`'s HMAC.
 //!
-//! A verified `checkout.session.completed` caches `client_reference_id ->
-//! customer`; `customer.deleted` drops the customer from the cache.
+//! A verified `checkout.session.completed` of a session this sidecar made
+//! (its `metadata.user_id` is its `client_reference_id`) fills a cached
+//! "none" for that user; `customer.deleted` drops the customer from the
+//! cache.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +26,7 @@ use http::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use super::checkout::USER_ID;
 use super::Billing;
 use crate::body::{self, Body};
 use crate::customers::Customers;
@@ -168,11 +171,14 @@ async fn apply(event: &Bytes, customers: &Customers) {
     match event["type"].as_str() {
         Some("checkout.session.completed") => {
             let user = object["client_reference_id"].as_str();
+            // Only a session this sidecar made names its user twice; a
+            // Payment Link's `client_reference_id` is whatever the link said.
+            let ours = user.is_some() && object["metadata"][USER_ID].as_str() == user;
             // `customer` is an id, or the object when expanded.
             let customer = object["customer"]
                 .as_str()
                 .or_else(|| object["customer"]["id"].as_str());
-            if let (Some(user), Some(customer)) = (user, customer) {
+            if let (true, Some(user), Some(customer)) = (ours, user, customer) {
                 customers.remember(user, customer).await;
             }
         }
