@@ -160,6 +160,7 @@ async fn dispatch(
             None,
             Err(Error::MethodNotAllowed { allow: ALLOW }),
         ),
+        Match::NotFound => (PROXY, None, Err(Error::NotFound)),
         Match::Proxy => (PROXY, None, state.proxy.forward(request, peer).await),
     }
 }

@@ -27,6 +27,9 @@ pub enum Error {
     /// The client broke its body's framing (bad chunks) or went away.
     #[error("Malformed request body")]
     MalformedBody(#[source] BoxError),
+    /// A near-spelling of a local path, kept from the app.
+    #[error("Not found")]
+    NotFound,
     #[error("Method not allowed: use {allow}")]
     MethodNotAllowed { allow: &'static str },
     #[error("Billing is not configured")]
@@ -82,6 +85,7 @@ impl Error {
         let status = match self {
             Error::BadRequest(_) | Error::MalformedBody(_) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::BillingNotConfigured
             | Error::WebhookNotConfigured

@@ -125,6 +125,16 @@ impl Route {
         })
     }
 
+    /// Whether `loose` (see [`loose_segments`]) could be this route as an
+    /// app framework reads paths: literals compared lower-cased.
+    fn matches_loosely(&self, loose: &[String]) -> bool {
+        loose.len() == self.pattern.len()
+            && self.pattern.iter().zip(loose).all(|(p, s)| match p {
+                Segment::Literal(literal) => literal.to_lowercase() == *s,
+                Segment::Param(_) => true,
+            })
+    }
+
     /// The path parameters when `segments` match this route.
     fn params(&self, segments: &[String]) -> Option<Vec<(String, String)>> {
         if segments.len() != self.pattern.len() {
@@ -153,6 +163,11 @@ pub enum Match<'a> {
     WrongMethod {
         route: &'a Route,
     },
+    /// Never proxied, answered 404: a spelling an app framework might
+    /// route to a local route or a webhook's `forward_to` path (case,
+    /// `;parameters`, encoded slashes), or a `forward_to` path itself,
+    /// which only verified events may reach.
+    NotFound,
     Proxy,
 }
 
@@ -163,11 +178,18 @@ pub const ALLOW: &str = "POST";
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// The webhooks' `forward_to` paths, in their loose form.
+    forwards: Vec<Vec<String>>,
 }
 
 impl RouteTable {
     pub fn new(routes: Vec<Route>) -> RouteTable {
-        RouteTable { routes }
+        let forwards = routes
+            .iter()
+            .filter_map(|route| route.forward_to.as_deref())
+            .map(loose_segments)
+            .collect();
+        RouteTable { routes, forwards }
     }
 
     pub fn find(&self, method: &Method, path: &str) -> Match<'_> {
@@ -180,8 +202,34 @@ impl RouteTable {
                 return Match::WrongMethod { route };
             }
         }
+        let loose = loose_segments(path);
+        let near_a_route = self.routes.iter().any(|r| r.matches_loosely(&loose));
+        if near_a_route || self.forwards.contains(&loose) {
+            return Match::NotFound;
+        }
         Match::Proxy
     }
+}
+
+/// The loose form of a path, as lenient app frameworks read it: `\`,
+/// `%2F` and `%5C` as `/`, `;parameters` removed from each segment,
+/// normalized as [`normalize`] does, then lower-cased. Used to keep
+/// near-spellings of local paths from reaching the app, and by gates.
+pub fn loose_segments(path: &str) -> Vec<String> {
+    let slashed = path
+        .replace('\\', "/")
+        .replace("%2F", "/")
+        .replace("%2f", "/")
+        .replace("%5C", "/")
+        .replace("%5c", "/");
+    let without_params: Vec<&str> = slashed
+        .split('/')
+        .map(|segment| segment.split(';').next().unwrap_or_default())
+        .collect();
+    normalize(&without_params.join("/"))
+        .into_iter()
+        .map(|segment| segment.to_lowercase())
+        .collect()
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -264,47 +312,79 @@ mod tests {
         RouteTable::new(routes)
     }
 
-    fn action(path: &str) -> Option<Action> {
-        match table().find(&Method::POST, path) {
-            Match::Local { route, .. } => Some(route.action),
-            _ => None,
+    /// What a POST to `path` does: the action, `404` or `proxy`.
+    fn outcome(table: &RouteTable, path: &str) -> &'static str {
+        match table.find(&Method::POST, path) {
+            Match::Local { route, .. } => route.action.as_str(),
+            Match::WrongMethod { .. } => "405",
+            Match::NotFound => "404",
+            Match::Proxy => "proxy",
         }
     }
 
     #[test]
     fn tricky_spellings_of_a_local_route_are_local() {
-        let checkout = Some(Action::Checkout);
+        let table = table();
         let cases = [
-            ("/api/stripe/create-checkout", checkout),
-            ("/api/stripe/create-checkout/", checkout),
-            ("/api/stripe//create-checkout", checkout),
-            ("//api///stripe/create-checkout", checkout),
-            ("/api/%73tripe/create-checkout", checkout),
-            ("/api/%73TRIPE/create-checkout", None),
-            ("/%61%70%69/stripe/create%2Dcheckout", checkout),
-            ("/api/x/../stripe/create-checkout", checkout),
-            ("/api/./stripe/./create-checkout", checkout),
-            ("/api/x/%2E%2E/stripe/create-checkout", checkout),
-            ("/api/x/%2e%2e/stripe/create-checkout", checkout),
-            ("/../../api/stripe/create-checkout", checkout),
-            ("/api/stripe/create-checkout/x/..", checkout),
-            ("/api/stripe/create-portal", Some(Action::Portal)),
-            // Not the route: proxied untouched.
-            ("/api/stripe%2Fcreate-checkout", None),
-            ("/api/stripe/create-checkout%00", None),
-            ("/API/stripe/create-checkout", None),
-            ("/api/stripe/create-checkout.json", None),
-            ("/api/stripe/create-checkoutx", None),
-            ("/api/stripe", None),
-            ("/", None),
-            ("*", None),
-            ("/api/stripe/create-checkout/extra", None),
-            ("/api/stripe/create-checkout%", None),
-            ("/api/stripe/create-checkout%2", None),
+            ("/api/stripe/create-checkout", "checkout"),
+            ("/api/stripe/create-checkout/", "checkout"),
+            ("/api/stripe//create-checkout", "checkout"),
+            ("//api///stripe/create-checkout", "checkout"),
+            ("/api/%73tripe/create-checkout", "checkout"),
+            ("/%61%70%69/stripe/create%2Dcheckout", "checkout"),
+            ("/api/x/../stripe/create-checkout", "checkout"),
+            ("/api/./stripe/./create-checkout", "checkout"),
+            ("/api/x/%2E%2E/stripe/create-checkout", "checkout"),
+            ("/api/x/%2e%2e/stripe/create-checkout", "checkout"),
+            ("/../../api/stripe/create-checkout", "checkout"),
+            ("/api/stripe/create-checkout/x/..", "checkout"),
+            ("/api/stripe/create-portal", "portal"),
+            // Regression: spellings an app framework routes to the same
+            // handler (Express: case-insensitive, `;x` ignored, `%2F` as
+            // `/`) were proxied to the app.
+            ("/API/stripe/create-checkout", "404"),
+            ("/api/%73TRIPE/create-checkout", "404"),
+            ("/api/stripe%2Fcreate-checkout", "404"),
+            ("/api/stripe%2fcreate-checkout", "404"),
+            ("/api/stripe%5Ccreate-checkout", "404"),
+            ("/api\\stripe\\create-checkout", "404"),
+            ("/api/stripe/create-checkout;x", "404"),
+            ("/api;a=b/stripe/Create-Checkout", "404"),
+            ("/api/billstack/teams/T1/projects/p;x/CHECKOUT", "404"),
+            // Not the route in any spelling: proxied untouched.
+            ("/api/stripe/create-checkout%00", "proxy"),
+            ("/api/stripe/create-checkout.json", "proxy"),
+            ("/api/stripe/create-checkoutx", "proxy"),
+            ("/api/stripe", "proxy"),
+            ("/", "proxy"),
+            ("*", "proxy"),
+            ("/api/stripe/create-checkout/extra", "proxy"),
+            ("/api/stripe/create-checkout%", "proxy"),
+            ("/api/stripe/create-checkout%2", "proxy"),
         ];
         for (path, want) in cases {
-            assert_eq!(action(path), want, "{path}");
+            assert_eq!(outcome(&table, path), want, "{path}");
         }
+    }
+
+    /// Regression: a `forward_to` path that is not itself a local route was
+    /// proxied to the app's webhook handler for anyone.
+    #[test]
+    fn forward_to_paths_are_reached_only_by_verified_events() {
+        let mut hook = Route::new("/hooks/stripe-in", Action::Webhook).unwrap();
+        hook.forward_to = Some("/internal/stripe".into());
+        let table = RouteTable::new(vec![hook]);
+        assert_eq!(outcome(&table, "/hooks/stripe-in"), "webhook");
+        for path in [
+            "/internal/stripe",
+            "/internal//stripe/",
+            "/Internal/Stripe",
+            "/internal%2Fstripe",
+            "/internal/stripe;v=1",
+        ] {
+            assert_eq!(outcome(&table, path), "404", "{path}");
+        }
+        assert_eq!(outcome(&table, "/internal/stripe-other"), "proxy");
     }
 
     #[test]

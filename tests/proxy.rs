@@ -312,7 +312,46 @@ async fn local_routes_are_answered_locally_however_spelled() {
     let response = raw::request(sidecar.addr, "GET", "/api/stripe/./create-checkout", "").await;
     assert_eq!(response.status, 405);
     assert_eq!(response.header("allow"), Some("POST"));
+    // Near-spellings an app framework would route to the same handler.
+    for target in [
+        "/API/stripe/webhook",
+        "/api/stripe/webhook;x",
+        "/api/stripe%2Fwebhook",
+        "/api\\stripe\\create-checkout",
+        "/Api/Stripe/Create-Portal",
+    ] {
+        let response = raw::request(sidecar.addr, "POST", target, "").await;
+        assert_eq!(response.status, 404, "{target}");
+        assert_eq!(response.json(), serde_json::json!({ "error": "Not found" }));
+    }
     assert_eq!(app.requests(), 0, "a local route reached the app");
+}
+
+/// Regression: a `forward_to` path other than the route's own was proxied
+/// to the app's webhook handler for anyone, unverified.
+#[tokio::test]
+async fn a_forward_to_path_is_reached_only_by_verified_events() {
+    let app = FakeApp::start().await;
+    let sidecar = Sidecar::builder(&app.url())
+        .raw("[[routes]]\npath = \"/stripe-in\"\naction = \"webhook\"\nforward_to = \"/hooks/stripe\"\n")
+        .start()
+        .await;
+    for target in [
+        "/hooks/stripe",
+        "/hooks//stripe",
+        "/HOOKS/stripe",
+        "/hooks/stripe;v",
+    ] {
+        let response = raw::request(
+            sidecar.addr,
+            "POST",
+            target,
+            "Stripe-Signature: t=1,v1=00\r\n",
+        )
+        .await;
+        assert_eq!(response.status, 404, "{target}");
+    }
+    assert_eq!(app.requests(), 0);
 }
 
 #[tokio::test]
