@@ -28,9 +28,10 @@ use crate::error::Error;
 use crate::http_client::https_client;
 use crate::identity::Identity;
 use crate::metrics::{Metrics, PROXY};
-use crate::proxy::Proxy;
+use crate::proxy::{self, Proxy};
+use crate::rate_limit::RateLimit;
 use crate::routes::{Action, Match, Route, RouteTable, ALLOW};
-use crate::stripe::Stripe;
+use crate::stripe::{self, Stripe, StripeError};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `Allow` of a 405 to `CONNECT`: the sidecar is not a forward proxy.
@@ -43,6 +44,8 @@ pub struct State {
     pub proxy: Proxy,
     pub identity: Identity,
     pub billing: Billing,
+    /// `None` when `checkout.rate_limit_per_minute` is 0.
+    pub rate_limit: Option<RateLimit>,
     pub metrics: Arc<Metrics>,
     ready: AtomicBool,
 }
@@ -74,7 +77,9 @@ impl State {
                 checkout: config.checkout.clone(),
                 webhooks: config.stripe.clone(),
                 metadata_key: config.customers.metadata_key.clone(),
+                bodies: body::Reader::new(config.server.body_timeout),
             },
+            rate_limit: config.checkout.rate_limit_per_minute.map(RateLimit::new),
             metrics,
             ready: AtomicBool::new(false),
             config,
@@ -165,8 +170,9 @@ async fn dispatch(
     }
 }
 
-/// A local route: a webhook needs no caller; checkout and portal learn
-/// who is calling, read the bounded body, and go to their handler.
+/// A local route: a webhook needs no caller; checkout and portal are
+/// rate-limited by client IP, learn who is calling, read the bounded body,
+/// and go to their handler.
 async fn local(
     state: &State,
     route: &Route,
@@ -178,6 +184,14 @@ async fn local(
         let result = billing::webhook::handle(&state.billing, &state.proxy, route, request, peer);
         return (None, result.await);
     }
+    if let Some(limit) = &state.rate_limit {
+        let trusted = &state.config.server.trusted_proxies;
+        let client = proxy::client_ip(request.headers(), peer.ip(), trusted);
+        if let Err(retry_after) = limit.check(client).await {
+            state.metrics.rate_limited(route.action);
+            return (None, Err(Error::RateLimited { retry_after }));
+        }
+    }
     let caller = match state.identity.caller(request.headers(), route.action).await {
         Ok(caller) => caller,
         Err(rejection) => return (None, Err(rejection.into())),
@@ -186,12 +200,20 @@ async fn local(
     let result = async {
         let (parts, body) = request.into_parts();
         let limit = state.config.server.max_body_bytes;
-        let body = body::read(&parts.headers, body, limit).await?;
-        let request = Request::from_parts(parts, body);
-        let response = state
+        let body = state
             .billing
-            .answer(route, params, &caller, request)
+            .bodies
+            .read(&parts.headers, body, limit)
             .await?;
+        let request = Request::from_parts(parts, body);
+        // However many Stripe calls the request makes, it ends in time.
+        let budget = stripe::request_budget(&state.config.stripe);
+        let answer = state.billing.answer(route, params, &caller, request);
+        let response = tokio::time::timeout(budget, answer).await.map_err(|_| {
+            Error::Stripe(StripeError::Unavailable(format!(
+                "no answer within the request's budget ({budget:?})"
+            )))
+        })??;
         Ok(response.map(body::full))
     };
     (user, result.await)

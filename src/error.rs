@@ -24,6 +24,8 @@ pub enum Error {
     BadRequest(String),
     #[error("Request body is too large")]
     BodyTooLarge,
+    #[error("Request body did not arrive in time")]
+    BodyTimeout,
     /// The client broke its body's framing (bad chunks) or went away.
     #[error("Malformed request body")]
     MalformedBody(#[source] BoxError),
@@ -32,6 +34,9 @@ pub enum Error {
     NotFound,
     #[error("Method not allowed: use {allow}")]
     MethodNotAllowed { allow: &'static str },
+    /// Over `checkout.rate_limit_per_minute`; retry after this long.
+    #[error("Too many requests, please try again later")]
+    RateLimited { retry_after: std::time::Duration },
     #[error("Billing is not configured")]
     BillingNotConfigured,
     #[error("Webhook secret is not configured")]
@@ -73,6 +78,7 @@ impl From<ReadError> for Error {
     fn from(error: ReadError) -> Error {
         match error {
             ReadError::TooLarge => Error::BodyTooLarge,
+            ReadError::TimedOut => Error::BodyTimeout,
             ReadError::Malformed(cause) => Error::MalformedBody(cause),
         }
     }
@@ -85,7 +91,9 @@ impl Error {
         let status = match self {
             Error::BadRequest(_) | Error::MalformedBody(_) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::NotFound => StatusCode::NOT_FOUND,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::BillingNotConfigured
             | Error::WebhookNotConfigured
@@ -149,10 +157,18 @@ impl Error {
     pub fn into_response(self) -> Response<Body> {
         let (status, message) = self.reply();
         let mut response = body::json(status, &serde_json::json!({ "error": message }));
-        if let Error::MethodNotAllowed { allow } = self {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        match self {
+            Error::MethodNotAllowed { allow } => {
+                let allow = HeaderValue::from_static(allow);
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
+            Error::RateLimited { retry_after } => {
+                // Whole seconds, rounded up: never "retry now" too early.
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let value = HeaderValue::from(seconds.max(1));
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            _ => {}
         }
         response
     }
@@ -194,6 +210,11 @@ mod tests {
                 "Price ID is required",
             ),
             (Error::BodyTooLarge, 413, "Request body is too large"),
+            (
+                Error::BodyTimeout,
+                408,
+                "Request body did not arrive in time",
+            ),
             (
                 Error::MalformedBody("bad chunk".into()),
                 400,
@@ -267,6 +288,18 @@ mod tests {
                 serde_json::json!({ "error": message })
             );
         }
+    }
+
+    #[tokio::test]
+    async fn rate_limited_says_when_to_retry() {
+        let retry_after = std::time::Duration::from_millis(41_200);
+        let response = Error::RateLimited { retry_after }.into_response();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "42");
+        assert_eq!(
+            body(response).await,
+            serde_json::json!({ "error": "Too many requests, please try again later" })
+        );
     }
 
     #[tokio::test]

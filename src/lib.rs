@@ -24,12 +24,13 @@ pub mod identity;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod rate_limit;
 pub mod routes;
 pub mod server;
 pub mod stripe;
 
 pub use config::Config;
-pub use server::{Server, Signal};
+pub use server::{Server, Signal, Stopped};
 
 /// Any error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

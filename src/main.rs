@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use stripe_sidecar::{config::Config, logging, Server};
+use stripe_sidecar::{config::Config, logging, Server, Stopped};
 
 /// A reverse-proxy sidecar that answers Stripe checkout, portal and webhook
 /// routes for the app behind it and proxies everything else.
@@ -73,14 +73,17 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let signals = match stripe_sidecar::server::signal_listener() {
+        let signals = match stripe_sidecar::server::signals() {
             Ok(signals) => signals,
             Err(error) => {
                 tracing::error!(%error, "cannot listen for signals");
                 return ExitCode::FAILURE;
             }
         };
-        server.run(signals).await;
-        ExitCode::SUCCESS
+        match server.run(signals).await {
+            Stopped::Clean => ExitCode::SUCCESS,
+            // In-flight requests may have been cut: say so.
+            Stopped::Forced => ExitCode::FAILURE,
+        }
     })
 }

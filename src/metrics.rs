@@ -18,6 +18,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::identity::Rejection;
+use crate::routes::Action;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -167,6 +168,7 @@ pub struct Metrics {
     customer_cache: Family<ResultLabel, Counter>,
     auth_rejections: Family<ReasonLabel, Counter>,
     upstream_errors: Family<KindLabel, Counter>,
+    rate_limited: Family<ActionLabel, Counter>,
     connections: Gauge,
 }
 
@@ -181,6 +183,7 @@ impl Default for Metrics {
             customer_cache: Family::default(),
             auth_rejections: Family::default(),
             upstream_errors: Family::default(),
+            rate_limited: Family::default(),
             connections: Gauge::default(),
             registry: Registry::default(),
         };
@@ -215,6 +218,11 @@ impl Default for Metrics {
             metrics.upstream_errors.clone(),
         );
         registry.register(
+            "rate_limited",
+            "Requests refused by checkout.rate_limit_per_minute, by action",
+            metrics.rate_limited.clone(),
+        );
+        registry.register(
             "connections",
             "Client connections open on the app port",
             metrics.connections.clone(),
@@ -245,6 +253,13 @@ impl Default for Metrics {
             metrics
                 .stripe_requests
                 .get_or_create(&StripeLabels { endpoint, outcome })
+                .get();
+        }
+        for action in [Action::Checkout, Action::Portal] {
+            let action = action.as_str();
+            metrics
+                .rate_limited
+                .get_or_create(&ActionLabel { action })
                 .get();
         }
         for rejection in Rejection::ALL {
@@ -291,6 +306,13 @@ impl Metrics {
         let reason = rejection_reason(rejection);
         self.auth_rejections
             .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn rate_limited(&self, action: Action) {
+        let action = action.as_str();
+        self.rate_limited
+            .get_or_create(&ActionLabel { action })
             .inc();
     }
 
@@ -372,6 +394,7 @@ mod tests {
             "stripe_sidecar_customer_cache_total{result=\"miss\"} 0",
             "stripe_sidecar_upstream_errors_total{kind=\"connect\"} 0",
             "stripe_sidecar_auth_rejections_total{reason=\"expired\"} 0",
+            "stripe_sidecar_rate_limited_total{action=\"checkout\"} 0",
             "stripe_sidecar_stripe_requests_total{endpoint=\"checkout_sessions\",outcome=\"ok\"} 0",
             "# TYPE stripe_sidecar_connections gauge",
             "stripe_sidecar_connections 1",

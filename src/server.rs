@@ -10,7 +10,6 @@
 //! close and in-flight requests and upgraded tunnels get the grace period.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +25,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -55,18 +55,34 @@ pub enum Signal {
     Interrupt,
 }
 
+/// How [`Server::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Drained and finished (or the grace period ran out).
+    Clean,
+    /// A second signal during the shutdown: stopped at once.
+    Forced,
+}
+
 /// Installs the SIGTERM and SIGINT handlers now (so a signal that comes
-/// early is not missed) and returns a future that resolves on the first.
-pub fn signal_listener() -> std::io::Result<impl Future<Output = Signal>> {
+/// early is not missed) and returns the signals as they come.
+pub fn signals() -> std::io::Result<mpsc::UnboundedReceiver<Signal>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => Signal::Terminate,
-            _ = int.recv() => Signal::Interrupt,
+    let (send, receive) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let signal = tokio::select! {
+                _ = term.recv() => Signal::Terminate,
+                _ = int.recv() => Signal::Interrupt,
+            };
+            if send.send(signal).is_err() {
+                return;
+            }
         }
-    })
+    });
+    Ok(receive)
 }
 
 /// The bound listeners and the shared state, ready to run.
@@ -110,8 +126,10 @@ impl Server {
         self.admin_addr
     }
 
-    /// Serves until `shutdown` resolves, then stops as the contract says.
-    pub async fn run(self, shutdown: impl Future<Output = Signal>) {
+    /// Serves until the first of `signals` (or until every sender is
+    /// gone: as SIGINT), then stops as the contract says; a second signal
+    /// during the shutdown stops at once.
+    pub async fn run(self, mut signals: mpsc::UnboundedReceiver<Signal>) -> Stopped {
         let Server {
             state,
             listener,
@@ -131,7 +149,10 @@ impl Server {
             },
             stop.clone(),
             connections.clone(),
-            Some(state.metrics.connections().clone()),
+            Some(Limit::new(
+                state.config.server.max_connections,
+                state.metrics.connections().clone(),
+            )),
         ));
         // The admin port outlives the app port: /healthz answers while the
         // process runs, through the grace period.
@@ -158,34 +179,45 @@ impl Server {
             "stripe-sidecar ready"
         );
 
-        let signal = shutdown.await;
+        let signal = signals.recv().await.unwrap_or(Signal::Interrupt);
         state.set_ready(false);
         let drain = match signal {
             Signal::Terminate => state.config.server.shutdown_drain,
             Signal::Interrupt => Duration::ZERO,
         };
         tracing::info!(?signal, drain_seconds = drain.as_secs(), "shutting down");
-        tokio::time::sleep(drain).await;
-
-        stop.cancel();
-        let _ = app.await;
-        connections.close();
-        let tunnels = state.proxy.tunnels();
-        tunnels.close();
         let grace = state.config.server.shutdown_grace;
-        let finished = tokio::time::timeout(grace, async {
-            tokio::join!(connections.wait(), tunnels.wait())
-        })
-        .await;
+        let shutdown = async {
+            tokio::time::sleep(drain).await;
+            stop.cancel();
+            let _ = app.await;
+            connections.close();
+            let tunnels = state.proxy.tunnels();
+            tunnels.close();
+            tokio::time::timeout(grace, async {
+                tokio::join!(connections.wait(), tunnels.wait())
+            })
+            .await
+        };
+        let stopped = tokio::select! {
+            finished = shutdown => {
+                match finished {
+                    Ok(_) => tracing::info!("stopped"),
+                    Err(_) => tracing::warn!(
+                        grace_seconds = grace.as_secs(),
+                        "stopped with requests still in flight after the grace period"
+                    ),
+                }
+                Stopped::Clean
+            }
+            Some(second) = signals.recv() => {
+                tracing::warn!(signal = ?second, "a second signal: stopping at once");
+                Stopped::Forced
+            }
+        };
         admin_stop.cancel();
         let _ = admin.await;
-        match finished {
-            Ok(_) => tracing::info!("stopped"),
-            Err(_) => tracing::warn!(
-                grace_seconds = grace.as_secs(),
-                "stopped with requests still in flight after the grace period"
-            ),
-        }
+        stopped
     }
 }
 
@@ -197,7 +229,7 @@ async fn serve<M, S>(
     make_service: M,
     stop: CancellationToken,
     connections: TaskTracker,
-    open: Option<Gauge>,
+    limit: Option<Limit>,
 ) where
     M: Fn(SocketAddr) -> S,
     S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
@@ -214,6 +246,14 @@ async fn serve<M, S>(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
+        // Past the limit, new connections wait in the kernel's queue.
+        let permit = match &limit {
+            Some(limit) => tokio::select! {
+                _ = stop.cancelled() => break,
+                permit = limit.permit() => permit,
+            },
+            None => None,
+        };
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -226,15 +266,15 @@ async fn serve<M, S>(
                 }
             },
         };
+        let slot = limit.as_ref().map(|limit| limit.open(permit));
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(make_service(peer));
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let stop = stop.clone();
-        let open = open.clone().map(OpenConnection::new);
         connections.spawn(async move {
-            let _open = open;
+            let _slot = slot;
             tokio::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
@@ -250,19 +290,47 @@ async fn serve<M, S>(
     }
 }
 
-/// Counts a connection in the open-connections gauge while it lives.
-struct OpenConnection(Gauge);
+/// `server.max_connections` and the open-connections gauge of a listener.
+#[derive(Clone)]
+struct Limit {
+    slots: Arc<Semaphore>,
+    open: Gauge,
+}
 
-impl OpenConnection {
-    fn new(gauge: Gauge) -> OpenConnection {
-        gauge.inc();
-        OpenConnection(gauge)
+impl Limit {
+    fn new(max_connections: usize, open: Gauge) -> Limit {
+        let slots = max_connections.min(Semaphore::MAX_PERMITS);
+        Limit {
+            slots: Arc::new(Semaphore::new(slots)),
+            open,
+        }
+    }
+
+    /// Waits for a free slot (the semaphore is never closed, so this
+    /// cannot fail: `None` only in name).
+    async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.ok()
+    }
+
+    /// An accepted connection holding `permit` while it lives.
+    fn open(&self, permit: Option<OwnedSemaphorePermit>) -> Slot {
+        self.open.inc();
+        Slot {
+            _permit: permit,
+            open: self.open.clone(),
+        }
     }
 }
 
-impl Drop for OpenConnection {
+/// One open connection: a slot of [`Limit`], counted in the gauge.
+struct Slot {
+    _permit: Option<OwnedSemaphorePermit>,
+    open: Gauge,
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.dec();
+        self.open.dec();
     }
 }
 

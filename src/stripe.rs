@@ -34,6 +34,8 @@ use crate::metrics::{Metrics, StripeOutcome};
 /// Stripe's SDKs start at 0.5 s and cap at 5 s.
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// The longest wait between two tries (a `Retry-After` included).
+const MAX_WAIT: Duration = Duration::from_secs(10);
 /// Largest reply read from Stripe.
 const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
@@ -84,6 +86,8 @@ pub struct Stripe {
     authorization: HeaderValue,
     timeout: Duration,
     max_retries: u32,
+    /// `stripe.max_concurrency`: HTTP requests to Stripe in flight at once.
+    slots: tokio::sync::Semaphore,
     metrics: Arc<Metrics>,
 }
 
@@ -114,6 +118,11 @@ impl Stripe {
             authorization,
             timeout: settings.timeout,
             max_retries: settings.max_retries,
+            slots: tokio::sync::Semaphore::new(
+                settings
+                    .max_concurrency
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            ),
             metrics,
         })
     }
@@ -124,6 +133,9 @@ impl Stripe {
         timeout: Duration,
     ) -> Result<Bytes, Failure> {
         let attempt = async {
+            // Waiting for a slot counts against this try's time. The
+            // semaphore is never closed.
+            let _slot = self.slots.acquire().await.ok();
             let response = self.client.request(request).await.map_err(|e| Failure {
                 error: StripeError::Unavailable(format!("connection failed: {e}")),
                 outcome: StripeOutcome::NetworkError,
@@ -245,10 +257,17 @@ impl StripeClient for Stripe {
             }
             let wait = backoff(retries).max(failure.retry_after.unwrap_or_default());
             tracing::info!(endpoint, retries, ?wait, error = %failure.error, "retrying a Stripe call");
-            tokio::time::sleep(wait.min(BACKOFF_CAP * 2)).await;
+            tokio::time::sleep(wait.min(MAX_WAIT)).await;
             retries += 1;
         }
     }
+}
+
+/// The longest a local request may take talking to Stripe, whatever it
+/// calls: every try of `stripe.timeout_ms`, and the waits between them.
+pub fn request_budget(settings: &config::Stripe) -> Duration {
+    let tries = settings.max_retries + 1;
+    settings.timeout * tries + MAX_WAIT * settings.max_retries
 }
 
 /// Exponential backoff with equal jitter: half the step, plus a random

@@ -8,6 +8,7 @@ mod admin;
 mod billing;
 mod binary;
 mod deploy;
+mod hardening;
 mod identity;
 mod proxy;
 mod webhook;

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
 use serde_json::{Map, Value};
 
+use crate::body::Reader;
 use crate::config::{self, Origin, MAX_TRIAL_DAYS};
 use crate::customers::Customers;
 use crate::error::Error;
@@ -37,6 +38,8 @@ pub struct Billing {
     pub webhooks: config::Stripe,
     /// `customers.metadata_key`: reserved in checkout metadata too.
     pub metadata_key: String,
+    /// Reads the local routes' bodies (bounded in size, time and in all).
+    pub bodies: Reader,
 }
 
 impl Billing {

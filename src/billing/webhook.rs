@@ -63,7 +63,10 @@ pub async fn handle(
     let signature = Signature::parse(header.to_str().unwrap_or_default())
         .and_then(|s| s.fresh(settings.webhook_tolerance, SystemTime::now()))
         .map_err(refused)?;
-    let body = body::read(&parts.headers, body, MAX_BODY_BYTES).await?;
+    let body = billing
+        .bodies
+        .read(&parts.headers, body, MAX_BODY_BYTES)
+        .await?;
     signature
         .verify(&body, &settings.webhook_secrets)
         .map_err(refused)?;

@@ -14,7 +14,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use stripe_sidecar::{Config, Server, Signal};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Builds a configuration section by section.
@@ -54,9 +53,10 @@ impl Builder {
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addr();
         let admin = server.admin_addr();
-        let (stop, stopped) = oneshot::channel::<Signal>();
-        let task =
-            tokio::spawn(server.run(async move { stopped.await.unwrap_or(Signal::Interrupt) }));
+        let (stop, signals) = tokio::sync::mpsc::unbounded_channel::<Signal>();
+        let task = tokio::spawn(async move {
+            server.run(signals).await;
+        });
         Sidecar {
             addr,
             admin,
@@ -76,7 +76,7 @@ pub struct Sidecar {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     /// Dropped with the sidecar, which stops the server.
-    _stop: oneshot::Sender<Signal>,
+    _stop: tokio::sync::mpsc::UnboundedSender<Signal>,
     task: JoinHandle<()>,
 }
 
