@@ -193,7 +193,7 @@ impl moka::Expiry<[u8; 32], Arc<Verified>> for UntilExp {
 
 /// A credential found in a request.
 #[derive(Debug, PartialEq, Eq)]
-enum Credential {
+pub(crate) enum Credential {
     Jwt(String),
     ApiKey(String),
 }
@@ -351,7 +351,10 @@ fn api_key<'a>(keys: &'a [ApiKey], presented: &str) -> Option<&'a ApiKey> {
 /// each configured cookie in order. Another scheme in the header (Basic
 /// auth in front of a staging site, Digest) or an empty one is not a
 /// session token, so the cookies are still read.
-fn credential(headers: &HeaderMap, settings: &Auth) -> Result<Option<Credential>, Rejection> {
+pub(crate) fn credential(
+    headers: &HeaderMap,
+    settings: &Auth,
+) -> Result<Option<Credential>, Rejection> {
     if let Some(token) = headers.get(&settings.header).and_then(bearer) {
         return Ok(Some(if looks_like_jwt(token) {
             Credential::Jwt(token.to_string())

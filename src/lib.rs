@@ -19,6 +19,8 @@ pub mod body;
 pub mod config;
 pub mod customers;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http_client;
 pub mod identity;
 pub mod logging;

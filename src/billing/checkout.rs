@@ -24,7 +24,7 @@ pub const USER_ID: &str = "user_id";
 
 /// A checkout request, validated.
 #[derive(Debug, PartialEq)]
-struct CheckoutRequest {
+pub(crate) struct CheckoutRequest {
     price: String,
     success_url: String,
     cancel_url: String,
@@ -39,7 +39,7 @@ impl CheckoutRequest {
     /// `max_trial` is the longest trial this caller may ask; `reserved`
     /// are the metadata keys the sidecar sets itself, never taken from the
     /// body.
-    fn parse(
+    pub(crate) fn parse(
         body: &Map<String, Value>,
         default_mode: Option<Mode>,
         settings: &config::Checkout,

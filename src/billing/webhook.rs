@@ -97,14 +97,14 @@ pub enum Invalid {
 
 /// A parsed `Stripe-Signature` header.
 #[derive(Debug)]
-struct Signature {
+pub(crate) struct Signature {
     timestamp: String,
     seconds: u64,
     v1: Vec<String>,
 }
 
 impl Signature {
-    fn parse(header: &str) -> Result<Signature, Invalid> {
+    pub(crate) fn parse(header: &str) -> Result<Signature, Invalid> {
         let mut timestamp = None;
         let mut v1 = Vec::new();
         for part in header.split(',') {
@@ -128,7 +128,7 @@ impl Signature {
     }
 
     /// Refuses a timestamp older than `tolerance` at `now`.
-    fn fresh(self, tolerance: Duration, now: SystemTime) -> Result<Signature, Invalid> {
+    pub(crate) fn fresh(self, tolerance: Duration, now: SystemTime) -> Result<Signature, Invalid> {
         let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         if self.seconds.saturating_add(tolerance.as_secs()) < now {
             return Err(Invalid::Stale);
@@ -137,7 +137,7 @@ impl Signature {
     }
 
     /// Whether any `v1` signs `body` with any of `secrets`.
-    fn verify(&self, body: &[u8], secrets: &[String]) -> Result<(), Invalid> {
+    pub(crate) fn verify(&self, body: &[u8], secrets: &[String]) -> Result<(), Invalid> {
         let mut matched = false;
         for secret in secrets {
             let expected = sign(secret, &self.timestamp, body);
