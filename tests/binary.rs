@@ -13,6 +13,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -423,7 +424,7 @@ async fn text_log_format_writes_plain_lines() {
 
     assert_eq!(get(sidecar.addr, "/echo/text-log", "").await.status, 200);
 
-    sidecar.signal("INT");
+    sidecar.signal(Signal::INT);
     let status = sidecar.exited(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");
     let lines = remaining_lines(&sidecar.lines);
@@ -437,7 +438,7 @@ async fn text_log_format_writes_plain_lines() {
             serde_json::from_str::<Value>(line).is_err(),
             "JSON line: {line}"
         );
-        // Logs go to files and `kubectl logs`, not a terminal: no colour codes.
+        // Logs go to files and container log collectors, not a terminal: no colour codes.
         assert!(
             !line.contains('\x1b'),
             "terminal escape codes in a log line: {line:?}"
@@ -455,7 +456,7 @@ async fn sigterm_fails_readiness_drains_then_finishes_in_flight_requests() {
     assert_eq!(get(sidecar.admin, "/readyz", "").await.status, 200);
 
     let signalled = Instant::now();
-    sidecar.signal("TERM");
+    sidecar.signal(Signal::TERM);
 
     until(
         Duration::from_millis(500),
@@ -492,7 +493,7 @@ async fn sigterm_fails_readiness_drains_then_finishes_in_flight_requests() {
 async fn healthz_answers_while_in_flight_requests_finish() {
     let (_app, mut sidecar, slow) = slow_request_in_flight(0, 5, 1500).await;
 
-    sidecar.signal("TERM");
+    sidecar.signal(Signal::TERM);
 
     until(Duration::from_secs(1), "new connections refused", || {
         refused(sidecar.addr)
@@ -515,7 +516,7 @@ async fn healthz_answers_while_in_flight_requests_finish() {
 async fn sigint_stops_accepting_at_once_and_finishes_in_flight_requests() {
     let (_app, mut sidecar, slow) = slow_request_in_flight(5, 5, 1500).await;
 
-    sidecar.signal("INT");
+    sidecar.signal(Signal::INT);
 
     until(
         Duration::from_secs(1),
@@ -548,7 +549,7 @@ async fn a_request_outliving_the_grace_period_does_not_hold_the_process() {
     eventually(Duration::from_secs(5), || app.requests() == 1).await;
 
     let signalled = Instant::now();
-    sidecar.signal("TERM");
+    sidecar.signal(Signal::TERM);
 
     let status = sidecar.exited(Duration::from_secs(4)).await;
     assert!(status.success(), "{status}");
@@ -724,7 +725,7 @@ async fn slow_request_in_flight(
 /// Stops the sidecar with SIGINT and returns every stdout line after its
 /// ready line, each of which must be a JSON object.
 async fn stop(mut sidecar: Process) -> Vec<Value> {
-    sidecar.signal("INT");
+    sidecar.signal(Signal::INT);
     let status = sidecar.exited(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");
     remaining_lines(&sidecar.lines)

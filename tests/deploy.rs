@@ -1,546 +1,505 @@
-//! The deployment files under `deploy/` and the guides under `docs/`,
-//! checked without a cluster or a Docker engine: the Kubernetes manifests
-//! against the Kubernetes JSON schemas (the `kubernetes-validate` package
-//! from PyPI), every configuration they ship through the real binary's
-//! `--check`, and the ports, probe paths, mounts and shutdown budget of the
-//! manifests, the Dockerfile and the compose file against the effective
-//! configuration `--check` prints. The troubleshooting guide is held to the
-//! error messages in `src/`.
+//! The deployment files under `deploy/` and the guides under `docs/`, read
+//! as plain files (no cluster, no Docker engine, no kustomize): every
+//! configuration the repository ships passes the real binary's `--check`,
+//! and the ports, probe paths, config path and shutdown budget of the
+//! Kubernetes manifests, the native-sidecar overlay's patch, the compose
+//! file and the Dockerfile agree with the effective configuration `--check`
+//! prints. The troubleshooting guide is held to the error messages in
+//! `src/`.
 //!
-//! Kustomize is rendered here (resources, `configMapGenerator`, JSON6902
-//! `patches`: what the kustomizations use; anything else fails loudly), so
-//! the tests need no kubectl; where kubectl is installed, its render must
-//! agree. Only the schema test needs Python: it uses python3's
-//! `kubernetes_validate` when that is the pinned version, or installs the
-//! pinned one into a venv under `target/` (PyPI, once), and fails, never
-//! skips, when it cannot.
+//! Rendering the kustomizations and validating the result against the
+//! Kubernetes schemas needs more than Rust, so it is not here but in
+//! `.ci/validate-manifests`, which `.ci/run` runs after the tests.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
 
 use serde_json::{json, Value};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::support::sidecar::binary;
 
-/// The validator, pinned so a new release cannot change what passes.
-const KUBERNETES_VALIDATE: &str = "1.37.0";
-/// The oldest Kubernetes the manifests are for (native sidecars, the
-/// preStop `sleep` action) and the newest the validator knows.
-const KUBERNETES_VERSIONS: [&str; 2] = ["1.30", "1.37"];
-/// bench/results.md: the sidecar's RSS under load and its peak (1 GiB
-/// streamed), in MiB.
-const MEASURED_LOAD_RSS_MIB: u64 = 16;
-const MEASURED_PEAK_RSS_MIB: u64 = 19;
 const SIDECAR: &str = "stripe-sidecar";
-const KUSTOMIZATIONS: [&str; 2] = [
-    "deploy/kubernetes/base",
-    "deploy/kubernetes/overlays/native-sidecar",
-];
+const BASE: &str = "deploy/kubernetes/base";
+const OVERLAY: &str = "deploy/kubernetes/overlays/native-sidecar";
+/// Docker's `stop_grace_period` when a compose service sets none.
+const COMPOSE_DEFAULT_STOP_SECONDS: u64 = 10;
 
 // ---------------------------------------------------------------------------
-// Kubernetes
+// Every shipped configuration
 // ---------------------------------------------------------------------------
 
 #[test]
-fn kubernetes_manifests_match_the_kubernetes_schemas() {
-    let mut documents = Vec::new();
-    for dir in KUSTOMIZATIONS {
-        for document in kustomize(&repo(dir)).documents {
-            let source = format!("{dir}: {}", kind_name(&document));
-            documents.push(json!({ "source": source, "document": document }));
+fn every_shipped_config_passes_check() {
+    let configs: Vec<PathBuf> = files_under(&repo("."))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .filter(|p| !p.starts_with(repo("tests")))
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            !["Cargo.toml", "clippy.toml", "rustfmt.toml", ".rustfmt.toml"].contains(&name)
+        })
+        .collect();
+    for known in [
+        "config.toml",
+        "deploy/config.toml",
+        "deploy/compose/config.toml",
+        "deploy/kubernetes/base/config.toml",
+    ] {
+        assert!(
+            configs.contains(&repo(known)),
+            "{known} is found among the shipped configs: {configs:?}"
+        );
+    }
+    for config in configs {
+        let text = read(&config);
+        check(&text, &dummies(&text), &config.display().to_string());
+    }
+}
+
+/// Plausible values for the variables a config requires: `${VAR}` with no
+/// default, in any string value (comments may mention others).
+fn dummies(config: &str) -> BTreeMap<String, String> {
+    fn strings(value: &toml::Value, out: &mut Vec<String>) {
+        match value {
+            toml::Value::String(s) => out.push(s.clone()),
+            toml::Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+            toml::Value::Table(table) => table.values().for_each(|v| strings(v, out)),
+            _ => {}
         }
     }
-    // Every YAML file is also parsed by PyYAML (as kubectl's YAML 1.1
-    // parser would read it) and must mean what it means here.
-    let files = yaml_files(&repo("deploy"));
-    let request = json!({
-        "versions": KUBERNETES_VERSIONS,
-        "documents": documents,
-        "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
-    });
-    let python = match python_with_kubernetes_validate() {
-        Ok(python) => python,
-        Err(why) => panic!("cannot validate the Kubernetes manifests: {why}"),
+    let Ok(table) = config.parse::<toml::Table>() else {
+        return BTreeMap::new(); // --check names the syntax error
     };
-    let output = run_python(python, VALIDATE_PY, &request.to_string());
-    let reply: Value = serde_json::from_str(&output)
-        .unwrap_or_else(|e| panic!("the validator's reply is not JSON ({e}):\n{output}"));
-    let problems: Vec<&str> = reply["problems"]
-        .as_array()
-        .expect("problems")
-        .iter()
-        .map(|p| p.as_str().unwrap())
-        .collect();
-    assert!(
-        problems.is_empty(),
-        "manifests that Kubernetes {KUBERNETES_VERSIONS:?} would refuse:\n{}",
-        problems.join("\n")
+    let mut values = Vec::new();
+    strings(&toml::Value::Table(table), &mut values);
+    let mut env = BTreeMap::new();
+    for value in values {
+        for reference in value.split("${").skip(1) {
+            let name = &reference[..reference.find('}').expect("${VAR} is closed")];
+            if name.contains(":-") {
+                continue;
+            }
+            let dummy = match name {
+                "APP_ORIGIN" => "https://myapp.example.com",
+                "STRIPE_SECRET_KEY" => "sk_test_dummy",
+                "STRIPE_WEBHOOK_SECRET" => "whsec_dummy",
+                "SUPABASE_JWT_SECRET" => "dummy-jwt-secret",
+                other => panic!("no plausible dummy for ${{{other}}}: add one in tests/deploy.rs"),
+            };
+            env.insert(name.to_string(), dummy.to_string());
+        }
+    }
+    env
+}
+
+// ---------------------------------------------------------------------------
+// Kubernetes: the base pod and the native-sidecar overlay
+// ---------------------------------------------------------------------------
+
+/// Each kustomization names every file beside it, and uses only what
+/// these tests read of it (resources as they are, the ConfigMap generated
+/// from config.toml, the overlay's one patch): a new kind of change to the
+/// render must be checked here too.
+#[test]
+fn kustomizations_name_every_file_and_only_what_is_checked() {
+    for (dir, keys) in [
+        (BASE, ["resources", "configMapGenerator"]),
+        (OVERLAY, ["resources", "patches"]),
+    ] {
+        let kustomization = kustomization(dir);
+        let mut named = BTreeSet::new();
+        for (key, value) in kustomization.as_object().unwrap() {
+            assert!(
+                ["apiVersion", "kind"].contains(&key.as_str()) || keys.contains(&key.as_str()),
+                "{dir}/kustomization.yaml: `{key}` changes the render in a way tests/deploy.rs \
+                 does not read: check its effect there"
+            );
+            for item in value.as_array().into_iter().flatten() {
+                let file = match key.as_str() {
+                    "resources" => item.as_str(),
+                    "patches" => item["path"].as_str(),
+                    _ => None,
+                };
+                named.extend(file.map(str::to_string));
+                // configMapGenerator files: `file` or `key=file`.
+                let files = strings_of(&item["files"]);
+                named.extend(files.map(|f| f.rsplit('=').next().unwrap().to_string()));
+            }
+        }
+        for name in &named {
+            let path = repo(dir).join(name);
+            assert!(
+                path.is_file() || path.join("kustomization.yaml").is_file(),
+                "{dir}/kustomization.yaml names {name}, which does not exist"
+            );
+        }
+        for file in files_under(&repo(dir)) {
+            let name = file.file_name().unwrap().to_str().unwrap();
+            assert!(
+                ["kustomization.yaml", "README.md"].contains(&name) || named.contains(name),
+                "{dir}/{name} is not used by its kustomization.yaml: reference it or remove it"
+            );
+        }
+    }
+    assert_eq!(
+        strings(&kustomization(OVERLAY)["resources"]),
+        ["../../base"],
+        "the overlay builds on the base"
+    );
+}
+
+#[test]
+fn kubernetes_base_pod_agrees_with_its_config() {
+    let pod = Pod::read();
+    let config = pod.config();
+    let (listen, admin) = ports(&config);
+    let sidecar = pod.sidecar();
+
+    assert_eq!(named_port(sidecar, &json!("http")), listen, "http port");
+    assert_eq!(named_port(sidecar, &json!("admin")), admin, "admin port");
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = &sidecar[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe} path");
+        assert_eq!(
+            named_port(sidecar, &get["port"]),
+            admin,
+            "{probe} is on the admin port"
+        );
+    }
+    assert_eq!(
+        pod.template["metadata"]["annotations"]["prometheus.io/port"],
+        admin.to_string(),
+        "Prometheus scrapes the admin port"
+    );
+
+    // The Service sends everything to the sidecar's server.listen, nothing
+    // to the admin port or the app.
+    let service = yaml_document(&repo(BASE).join("service.yaml"));
+    let labels = &pod.template["metadata"]["labels"];
+    assert_subset(&service["spec"]["selector"], labels, "Service selector");
+    assert_subset(
+        &pod.deployment["spec"]["selector"]["matchLabels"],
+        labels,
+        "Deployment selector",
+    );
+    let service_ports = service["spec"]["ports"].as_array().unwrap();
+    assert!(!service_ports.is_empty(), "the Service has ports");
+    for port in service_ports {
+        assert_eq!(
+            named_port(sidecar, &port["targetPort"]),
+            listen,
+            "Service port {} targets server.listen",
+            port["port"]
+        );
+    }
+
+    // The app listens on upstream.url, on localhost only.
+    let upstream = url::Url::parse(config["upstream"]["url"].as_str().unwrap()).unwrap();
+    let app = pod.app();
+    let env = literal_env(app);
+    assert_eq!(
+        env.get("PORT").cloned(),
+        upstream.port_or_known_default().map(|p| p.to_string()),
+        "the app's PORT is upstream.url's port"
     );
     assert_eq!(
-        reply["validated"].as_u64(),
-        Some((documents.len() * KUBERNETES_VERSIONS.len()) as u64),
-        "every document was validated against every version"
+        env.get("HOSTNAME").map(String::as_str),
+        upstream.host_str(),
+        "the app binds upstream.url's host"
     );
-    for file in &files {
-        let ours = yaml_documents(file);
-        let theirs = &reply["parsed"][file.display().to_string()];
-        assert_eq!(
-            &Value::Array(ours),
-            theirs,
-            "{} reads differently in YAML 1.1 (PyYAML, kubectl) and YAML 1.2: quote the ambiguous scalars",
-            file.display()
-        );
-    }
-}
+    assert!(
+        matches!(upstream.host_str(), Some("127.0.0.1" | "localhost")),
+        "upstream.url is on localhost: {upstream}"
+    );
+    assert!(
+        app.get("ports").is_none(),
+        "the app declares no ports: it is reachable only through the sidecar"
+    );
 
-#[test]
-fn every_kubernetes_file_is_used() {
-    let mut used = BTreeSet::new();
-    for dir in KUSTOMIZATIONS {
-        used.extend(kustomize(&repo(dir)).files);
-    }
-    for file in files_under(&repo("deploy/kubernetes")) {
-        let name = file.file_name().unwrap().to_str().unwrap();
-        if name == "kustomization.yaml" || name == "README.md" {
-            continue;
-        }
-        assert!(
-            used.contains(&file),
-            "{} is not used by any kustomization ({KUSTOMIZATIONS:?}): reference it or remove it",
-            file.display()
-        );
-    }
-}
+    // Both containers get SIGTERM at once: the app's preStop sleep keeps it
+    // serving through the sidecar's drain, and nothing is killed mid-grace.
+    let (drain, grace) = shutdown(&config);
+    let app_stop = pod.app_stop();
+    assert!(
+        app_stop >= drain,
+        "the app's preStop sleep ({app_stop}) covers the sidecar's drain ({drain})"
+    );
+    let budget = pod.spec["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        budget > drain + grace && budget > app_stop,
+        "terminationGracePeriodSeconds ({budget}) must exceed drain {drain} + grace {grace} \
+         and the app's preStop sleep ({app_stop})"
+    );
 
-#[test]
-fn kubernetes_configs_pass_check_with_the_pods_environment() {
-    for dir in KUSTOMIZATIONS {
-        let pod = Pod::render(dir);
-        let config = pod.sidecar_config();
-        assert_eq!(
-            config["stripe"]["secret_key"].as_str(),
-            Some("<redacted>"),
-            "{dir}: the Secret's STRIPE_SECRET_KEY reaches stripe.secret_key"
-        );
-    }
-}
-
-#[test]
-fn kubernetes_ports_probes_and_shutdown_match_the_config() {
-    for dir in KUSTOMIZATIONS {
-        let pod = Pod::render(dir);
-        let config = pod.sidecar_config();
-        let listen = port_of(config["server"]["listen"].as_str().unwrap());
-        let admin = port_of(config["server"]["admin_listen"].as_str().unwrap());
-        let sidecar = pod.sidecar();
-
-        assert_eq!(named_port(sidecar, &json!("http")), listen, "{dir}: http");
-        assert_eq!(named_port(sidecar, &json!("admin")), admin, "{dir}: admin");
-        let mut probes = vec![("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")];
-        if pod.native {
-            // The app starts only once the sidecar is listening.
-            probes.push(("startupProbe", "/readyz"));
-        }
-        for (probe, path) in probes {
-            let get = &sidecar[probe]["httpGet"];
-            assert_eq!(get["path"], path, "{dir}: {probe} path");
-            assert_eq!(
-                named_port(sidecar, &get["port"]),
-                admin,
-                "{dir}: {probe} is on the admin port"
-            );
-        }
-        let annotations = &pod.template["metadata"]["annotations"];
-        assert_eq!(
-            annotations["prometheus.io/port"],
-            admin.to_string(),
-            "{dir}: Prometheus scrapes the admin port"
-        );
-
-        // The Service sends everything to the sidecar, nothing to the admin
-        // port or the app.
-        let service = pod.find("Service", None);
-        let labels = &pod.template["metadata"]["labels"];
-        assert_subset(&service["spec"]["selector"], labels, "Service selector");
-        assert_subset(
-            &pod.deployment["spec"]["selector"]["matchLabels"],
-            labels,
-            "Deployment selector",
-        );
-        let ports = service["spec"]["ports"].as_array().unwrap();
-        assert!(!ports.is_empty(), "{dir}: the Service has ports");
-        for port in ports {
-            assert_eq!(
-                named_port(sidecar, &port["targetPort"]),
-                listen,
-                "{dir}: Service port {} targets server.listen",
-                port["port"]
-            );
-        }
-
-        // The app listens on upstream.url, on localhost only.
-        let upstream = url::Url::parse(config["upstream"]["url"].as_str().unwrap()).unwrap();
-        let app = pod.app();
-        let env = literal_env(app);
-        assert_eq!(
-            env.get("PORT").map(String::as_str),
-            Some(
-                upstream
-                    .port_or_known_default()
-                    .unwrap()
-                    .to_string()
-                    .as_str()
-            ),
-            "{dir}: the app's PORT is upstream.url's port"
-        );
-        assert_eq!(
-            env.get("HOSTNAME").map(String::as_str),
-            upstream.host_str(),
-            "{dir}: the app binds upstream.url's host"
-        );
-        assert!(
-            matches!(upstream.host_str(), Some("127.0.0.1" | "localhost")),
-            "{dir}: upstream.url is on localhost: {upstream}"
-        );
-        assert!(
-            app.get("ports").is_none(),
-            "{dir}: the app declares no ports: it is reachable only through the sidecar"
-        );
-
-        // Shutdown: the app outlives the drain; nothing is killed mid-grace.
-        let drain = config["server"]["shutdown_drain_seconds"]
-            .as_integer()
-            .unwrap() as u64;
-        let grace = config["server"]["shutdown_grace_seconds"]
-            .as_integer()
-            .unwrap() as u64;
-        let app_stop = app["lifecycle"]["preStop"]["sleep"]["seconds"]
-            .as_u64()
-            .expect("the app has a preStop sleep");
-        assert!(
-            app_stop >= drain,
-            "{dir}: the app's preStop sleep ({app_stop}) covers the sidecar's drain ({drain})"
-        );
-        let budget = pod.spec["terminationGracePeriodSeconds"].as_u64().unwrap();
-        // Native sidecars stop after the app has exited.
-        let needed = if pod.native { app_stop } else { 0 } + drain + grace;
-        assert!(
-            budget > needed,
-            "{dir}: terminationGracePeriodSeconds ({budget}) must exceed {needed} \
-             (drain {drain} + grace {grace}{})",
-            if pod.native {
-                " after the app's stop"
-            } else {
-                ""
-            }
-        );
-    }
-}
-
-#[test]
-fn kubernetes_pods_are_locked_down_and_sized_from_measured_rss() {
-    let uid = dockerfile().user_uid();
-    for dir in KUSTOMIZATIONS {
-        let pod = Pod::render(dir);
-        let pod_security = &pod.spec["securityContext"];
-        for container in pod.containers() {
-            let name = container["name"].as_str().unwrap();
-            let security = &container["securityContext"];
-            let setting = |key: &str| {
-                let own = &security[key];
-                if own.is_null() {
-                    pod_security[key].clone()
-                } else {
-                    own.clone()
-                }
-            };
-            assert_eq!(setting("runAsNonRoot"), true, "{dir} {name}: runAsNonRoot");
-            assert_eq!(
-                setting("seccompProfile")["type"],
-                "RuntimeDefault",
-                "{dir} {name}: seccompProfile"
-            );
-            assert_eq!(
-                security["allowPrivilegeEscalation"], false,
-                "{dir} {name}: allowPrivilegeEscalation"
-            );
-            assert_eq!(
-                security["readOnlyRootFilesystem"], true,
-                "{dir} {name}: readOnlyRootFilesystem"
-            );
-            assert!(
-                security["capabilities"]["drop"]
-                    .as_array()
-                    .is_some_and(|drop| drop.contains(&json!("ALL"))),
-                "{dir} {name}: drops ALL capabilities"
-            );
-            if name == SIDECAR {
-                assert_eq!(
-                    setting("runAsUser").as_u64(),
-                    Some(uid),
-                    "{dir}: the sidecar runs as the image's USER"
-                );
-            }
-        }
-        assert_eq!(
-            pod.spec["automountServiceAccountToken"], false,
-            "{dir}: no API token"
-        );
-
-        let sidecar = pod.sidecar();
-        let image = sidecar["image"].as_str().unwrap();
-        assert!(
-            image.ends_with(&format!(":{}", env!("CARGO_PKG_VERSION"))),
-            "{dir}: the sidecar image is this version: {image}"
-        );
-        let resources = &sidecar["resources"];
-        let request = mebibytes(&resources["requests"]["memory"]);
-        let limit = mebibytes(&resources["limits"]["memory"]);
-        assert!(
-            request >= MEASURED_LOAD_RSS_MIB as f64,
-            "{dir}: memory request {request} MiB covers the measured {MEASURED_LOAD_RSS_MIB} MiB under load"
-        );
-        assert!(
-            limit >= 2.0 * MEASURED_PEAK_RSS_MIB as f64 && limit >= request,
-            "{dir}: memory limit {limit} MiB leaves room over the measured {MEASURED_PEAK_RSS_MIB} MiB peak"
-        );
-        assert!(
-            resources["requests"]["cpu"].is_string(),
-            "{dir}: a CPU request"
-        );
-    }
-}
-
-/// Where kubectl is installed, its kustomize must render what this file's
-/// renderer does (generated names aside: kubectl adds a content hash).
-#[test]
-fn kustomize_renderer_agrees_with_kubectl_atinstalled() {
-    let Ok(version) = Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-    else {
-        eprintln!("kubectl is not installed: the renderer is not cross-checked");
-        return;
+    // The image's user, which runAsNonRoot can only verify when numeric.
+    let security = &pod.spec["securityContext"];
+    assert_eq!(security["runAsNonRoot"], true, "runAsNonRoot");
+    let own = &sidecar["securityContext"]["runAsUser"];
+    let uid = if own.is_null() {
+        &security["runAsUser"]
+    } else {
+        own
     };
-    assert!(version.status.success(), "kubectl version: {version:?}");
-    for dir in KUSTOMIZATIONS {
-        let output = Command::new("kubectl")
-            .arg("kustomize")
-            .arg(repo(dir))
-            .output()
-            .expect("kubectl kustomize");
-        assert!(
-            output.status.success(),
-            "kubectl kustomize {dir}: {output:?}"
-        );
-        let mut text = String::from_utf8(output.stdout).unwrap();
-        let ours = kustomize(&repo(dir)).documents;
-        for generated in ours.iter().filter(|d| d["kind"] == "ConfigMap") {
-            let name = generated["metadata"]["name"].as_str().unwrap();
-            let hashed = text
-                .split("name: ")
-                .filter_map(|rest| rest.split_whitespace().next())
-                .find(|word| word.starts_with(&format!("{name}-")))
-                .map(str::to_string)
-                .unwrap_or_else(|| panic!("{dir}: kubectl generated no {name}-<hash>"));
-            text = text.replace(&hashed, name);
-        }
-        let theirs = YamlLoader::load_from_str(&text)
-            .unwrap()
-            .into_iter()
-            .map(|doc| to_json(doc, "kubectl output"))
-            .collect::<Vec<_>>();
-        let by_name = |docs: &[Value]| -> BTreeMap<String, Value> {
-            docs.iter().map(|d| (kind_name(d), d.clone())).collect()
-        };
-        assert_eq!(
-            by_name(&ours),
-            by_name(&theirs),
-            "{dir}: kubectl renders otherwise"
-        );
-    }
+    assert_eq!(
+        uid.as_u64(),
+        Some(Dockerfile::read().user()),
+        "the sidecar runs as the image's USER"
+    );
+    let image = sidecar["image"].as_str().unwrap();
+    assert!(
+        image.ends_with(&format!(":{}", env!("CARGO_PKG_VERSION"))),
+        "the sidecar image is this version: {image}"
+    );
 }
 
-/// One rendered kustomization's pod: the Deployment and what it refers to.
+/// The overlay's JSON patch, read op by op: it moves the base's sidecar to
+/// the init containers, and its probe and budget still fit the config.
+#[test]
+fn native_sidecar_overlay_agrees_with_the_config() {
+    let pod = Pod::read();
+    let config = pod.config();
+    let (_, admin) = ports(&config);
+    let (drain, grace) = shutdown(&config);
+
+    let patches = &kustomization(OVERLAY)["patches"];
+    assert_eq!(
+        patches,
+        &json!([{
+            "path": "native-sidecar.yaml",
+            "target": { "kind": "Deployment", "name": pod.deployment["metadata"]["name"] },
+        }]),
+        "the overlay patches the base Deployment with native-sidecar.yaml, and nothing else"
+    );
+    let ops = yaml_document(&repo(OVERLAY).join("native-sidecar.yaml"));
+    let ops = ops
+        .as_array()
+        .expect("a JSON patch is a list of operations");
+    let read: Vec<Cell<bool>> = ops.iter().map(|_| Cell::new(false)).collect();
+    let seen = &read;
+    // The operation `name` on `path`, which the patch must have.
+    let op = move |name: &str, path: &str| {
+        let at = ops
+            .iter()
+            .position(|o| o["op"] == name && o["path"] == path)
+            .unwrap_or_else(|| panic!("native-sidecar.yaml: no `{name} {path}`"));
+        seen[at].set(true);
+        &ops[at]
+    };
+
+    let index = pod.sidecar_index();
+    let from = format!("/spec/template/spec/containers/{index}");
+    assert_eq!(
+        op("test", &format!("{from}/name"))["value"],
+        SIDECAR,
+        "the patch's test names the base's sidecar"
+    );
+    assert_eq!(
+        op("add", "/spec/template/spec/initContainers")["value"],
+        json!([])
+    );
+    let to = "/spec/template/spec/initContainers/0";
+    assert_eq!(
+        op("move", to)["from"],
+        from.as_str(),
+        "the patch moves the base's sidecar (containers[{index}])"
+    );
+    assert_eq!(
+        op("add", &format!("{to}/restartPolicy"))["value"],
+        "Always",
+        "an init container with restartPolicy Always is a native sidecar"
+    );
+    // The app starts only once the sidecar is listening.
+    let startup = &op("add", &format!("{to}/startupProbe"))["value"]["httpGet"];
+    assert_eq!(startup["path"], "/readyz", "startupProbe path");
+    assert_eq!(
+        named_port(pod.sidecar(), &startup["port"]),
+        admin,
+        "startupProbe is on the admin port"
+    );
+    // Native sidecars stop after the app has exited: the app's preStop
+    // sleep comes first, then the sidecar's drain and grace.
+    let app_stop = pod.app_stop();
+    let budget = op(
+        "replace",
+        "/spec/template/spec/terminationGracePeriodSeconds",
+    )["value"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        budget > app_stop + drain + grace,
+        "the overlay's terminationGracePeriodSeconds ({budget}) must exceed the app's \
+         preStop sleep {app_stop} + drain {drain} + grace {grace}"
+    );
+    let unread: Vec<&Value> = ops
+        .iter()
+        .zip(&read)
+        .filter(|(_, read)| !read.get())
+        .map(|(op, _)| op)
+        .collect();
+    assert!(
+        unread.is_empty(),
+        "native-sidecar.yaml: operations tests/deploy.rs does not check: {unread:?}"
+    );
+}
+
+/// deploy/kubernetes/base/deployment.yaml, as it is.
 struct Pod {
-    dir: &'static str,
-    documents: Vec<Value>,
     deployment: Value,
     template: Value,
     spec: Value,
-    /// The sidecar is an init container with `restartPolicy: Always`.
-    native: bool,
 }
 
 impl Pod {
-    fn render(dir: &'static str) -> Pod {
-        let documents = kustomize(&repo(dir)).documents;
-        let deployments: Vec<&Value> = documents
-            .iter()
-            .filter(|d| d["kind"] == "Deployment")
-            .collect();
-        assert_eq!(deployments.len(), 1, "{dir}: one Deployment");
-        let deployment = deployments[0].clone();
+    fn read() -> Pod {
+        let deployment = yaml_document(&repo(BASE).join("deployment.yaml"));
+        assert_eq!(deployment["kind"], "Deployment");
         let template = deployment["spec"]["template"].clone();
         let spec = template["spec"].clone();
-        let native = spec["initContainers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["name"] == SIDECAR && c["restartPolicy"] == "Always");
         Pod {
-            dir,
-            documents,
             deployment,
             template,
             spec,
-            native,
         }
     }
 
-    /// The one document of `kind` (named `name`, when given).
-    fn find(&self, kind: &str, name: Option<&str>) -> &Value {
-        let found: Vec<&Value> = self
-            .documents
-            .iter()
-            .filter(|d| d["kind"] == kind && name.is_none_or(|n| d["metadata"]["name"] == n))
-            .collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "{}: one {kind} {name:?} in the render",
-            self.dir
-        );
-        found[0]
+    fn containers(&self) -> &[Value] {
+        self.spec["containers"].as_array().unwrap()
     }
 
-    fn containers(&self) -> Vec<&Value> {
-        let list = |key: &str| self.spec[key].as_array().into_iter().flatten();
-        list("initContainers").chain(list("containers")).collect()
+    fn sidecar_index(&self) -> usize {
+        self.containers()
+            .iter()
+            .position(|c| c["name"] == SIDECAR)
+            .unwrap_or_else(|| panic!("no {SIDECAR} container in the base Deployment"))
     }
 
     fn sidecar(&self) -> &Value {
-        let key = if self.native {
-            "initContainers"
-        } else {
-            "containers"
-        };
-        let found = self.spec[key]
-            .as_array()
-            .and_then(|list| list.iter().find(|c| c["name"] == SIDECAR));
-        found.unwrap_or_else(|| panic!("{}: no {SIDECAR} container in {key}", self.dir))
+        &self.containers()[self.sidecar_index()]
     }
 
     fn app(&self) -> &Value {
-        let apps: Vec<&Value> = self.spec["containers"]
-            .as_array()
-            .unwrap()
+        let apps: Vec<&Value> = self
+            .containers()
             .iter()
             .filter(|c| c["name"] != SIDECAR)
             .collect();
-        assert_eq!(apps.len(), 1, "{}: one app container", self.dir);
+        assert_eq!(apps.len(), 1, "one app container");
         apps[0]
     }
 
-    /// The sidecar's environment as Kubernetes would build it.
+    fn app_stop(&self) -> u64 {
+        self.app()["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .expect("the app has a preStop sleep")
+    }
+
+    /// The effective configuration `--check` prints for the config.toml
+    /// the sidecar reads, in the sidecar's environment.
+    fn config(&self) -> toml::Table {
+        let effective = check(
+            &self.config_text(),
+            &self.sidecar_env(),
+            "deploy/kubernetes/base/config.toml in the pod's environment",
+        );
+        assert_eq!(
+            effective["stripe"]["secret_key"].as_str(),
+            Some("<redacted>"),
+            "the Secret's STRIPE_SECRET_KEY reaches stripe.secret_key"
+        );
+        effective
+    }
+
+    /// The sidecar's environment as Kubernetes builds it: literal values
+    /// and keys of secret.yaml.
     fn sidecar_env(&self) -> BTreeMap<String, String> {
+        let secret = yaml_document(&repo(BASE).join("secret.yaml"));
         let sidecar = self.sidecar();
         assert!(
             sidecar.get("envFrom").is_none(),
-            "{}: envFrom is not resolved here; list the variables in env",
-            self.dir
+            "envFrom is not read here; list the variables in env"
         );
         let mut env = BTreeMap::new();
         for var in sidecar["env"].as_array().into_iter().flatten() {
             let name = var["name"].as_str().unwrap().to_string();
             if let Some(value) = var["value"].as_str() {
-                assert!(!value.contains("$("), "{}: {name} uses $(...)", self.dir);
                 env.insert(name, value.to_string());
                 continue;
             }
             let reference = &var["valueFrom"]["secretKeyRef"];
-            assert!(
-                reference.is_object(),
-                "{}: {name}: only value and secretKeyRef are resolved here",
-                self.dir
+            assert_eq!(
+                reference["name"], secret["metadata"]["name"],
+                "{name} comes from the Secret in secret.yaml"
             );
-            let secret = self.find("Secret", reference["name"].as_str());
             let key = reference["key"].as_str().unwrap();
-            match secret_value(secret, key) {
+            match secret["stringData"][key].as_str() {
                 Some(value) => {
-                    env.insert(name, value);
+                    env.insert(name, value.to_string());
                 }
                 None => assert_eq!(
                     reference["optional"], true,
-                    "{}: {name}: the Secret has no key {key} and the reference is not optional",
-                    self.dir
+                    "{name}: secret.yaml has no stringData {key} and the reference is not optional"
                 ),
             }
         }
         env
     }
 
-    /// The config.toml the sidecar reads: from the ConfigMap mounted where
+    /// The generated ConfigMap's config.toml, mounted where
     /// STRIPE_SIDECAR_CONFIG (or the image's default) points.
-    fn sidecar_config_text(&self) -> String {
+    fn config_text(&self) -> String {
         let sidecar = self.sidecar();
-        let path = self
-            .sidecar_env()
+        let path = literal_env(sidecar)
             .remove("STRIPE_SIDECAR_CONFIG")
-            .unwrap_or_else(|| dockerfile().config_path());
+            .unwrap_or_else(|| Dockerfile::read().config_path());
         let (dir, file) = path.rsplit_once('/').unwrap();
-        let mounts = sidecar["volumeMounts"].as_array().unwrap();
-        let mount = mounts
+        let mount = sidecar["volumeMounts"]
+            .as_array()
+            .unwrap()
             .iter()
             .find(|m| m["mountPath"] == dir)
-            .unwrap_or_else(|| panic!("{}: nothing is mounted at {dir} for {path}", self.dir));
+            .unwrap_or_else(|| panic!("nothing is mounted at {dir} for {path}"));
         assert!(
             mount.get("subPath").is_none(),
-            "{}: subPath mounts do not see ConfigMap updates",
-            self.dir
+            "subPath mounts do not see ConfigMap updates"
         );
         let volume = self.spec["volumes"]
             .as_array()
             .unwrap()
             .iter()
             .find(|v| v["name"] == mount["name"])
-            .unwrap_or_else(|| panic!("{}: no volume {}", self.dir, mount["name"]));
+            .unwrap_or_else(|| panic!("no volume {}", mount["name"]));
         assert!(
             volume["configMap"]["items"].is_null(),
-            "{}: configMap items are not resolved here",
-            self.dir
+            "configMap items are not read here"
         );
-        let map = self.find("ConfigMap", volume["configMap"]["name"].as_str());
-        map["data"][file]
-            .as_str()
-            .unwrap_or_else(|| panic!("{}: the ConfigMap has no {file}", self.dir))
-            .to_string()
-    }
-
-    /// The effective configuration `--check` prints for the sidecar, in
-    /// the pod's environment.
-    fn sidecar_config(&self) -> toml::Table {
-        check(
-            &self.sidecar_config_text(),
-            &self.sidecar_env(),
-            &format!("{}: the ConfigMap's config.toml", self.dir),
-        )
+        let generators = &kustomization(BASE)["configMapGenerator"];
+        let generator = generators
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == volume["configMap"]["name"])
+            .unwrap_or_else(|| {
+                panic!(
+                    "the base generates no ConfigMap {}",
+                    volume["configMap"]["name"]
+                )
+            });
+        assert!(
+            strings(&generator["files"]).contains(&file.to_string()),
+            "the ConfigMap {} holds {file} from {BASE}/{file}",
+            generator["name"]
+        );
+        read(&repo(BASE).join(file))
     }
 }
 
-fn secret_value(secret: &Value, key: &str) -> Option<String> {
-    if let Some(value) = secret["stringData"][key].as_str() {
-        return Some(value.to_string());
-    }
-    let encoded = secret["data"][key].as_str()?;
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .expect("Secret data is base64");
-    Some(String::from_utf8(bytes).expect("UTF-8 secret"))
+fn kustomization(dir: &str) -> Value {
+    let kustomization = yaml_document(&repo(dir).join("kustomization.yaml"));
+    assert_eq!(kustomization["kind"], "Kustomization", "{dir}");
+    kustomization
 }
 
 /// A container port by number or by name.
@@ -577,278 +536,57 @@ fn assert_subset(part: &Value, whole: &Value, what: &str) {
     }
 }
 
-/// A memory quantity in MiB.
-fn mebibytes(quantity: &Value) -> f64 {
-    let text = quantity.as_str().expect("a memory quantity");
-    let split = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().expect("a number");
-    let factor = match unit {
-        "" => 1.0,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        other => panic!("unexpected unit {other} in {text}"),
-    };
-    number * factor / (1024.0 * 1024.0)
+fn strings(list: &Value) -> Vec<String> {
+    strings_of(list).map(str::to_string).collect()
 }
 
-fn kind_name(document: &Value) -> String {
-    format!(
-        "{} {}",
-        document["kind"].as_str().unwrap_or("?"),
-        document["metadata"]["name"].as_str().unwrap_or("?")
-    )
-}
-
-// ---------------------------------------------------------------------------
-// Kustomize, as far as these kustomizations use it
-// ---------------------------------------------------------------------------
-
-struct Rendered {
-    documents: Vec<Value>,
-    /// Every file the render read but the kustomization.yaml files.
-    files: BTreeSet<PathBuf>,
-}
-
-fn kustomize(dir: &Path) -> Rendered {
-    let path = dir.join("kustomization.yaml");
-    let mut documents = yaml_documents(&path);
-    assert_eq!(documents.len(), 1, "{}: one document", path.display());
-    let kustomization = documents.remove(0);
-    let at = path.display().to_string();
-    assert_eq!(
-        kustomization["apiVersion"], "kustomize.config.k8s.io/v1beta1",
-        "{at}"
-    );
-    assert_eq!(kustomization["kind"], "Kustomization", "{at}");
-    for key in kustomization.as_object().unwrap().keys() {
-        assert!(
-            [
-                "apiVersion",
-                "kind",
-                "resources",
-                "configMapGenerator",
-                "patches"
-            ]
-            .contains(&key.as_str()),
-            "{at}: `{key}` is not rendered by tests/deploy.rs: implement it there"
-        );
-    }
-    let list = |key: &str| kustomization[key].as_array().cloned().unwrap_or_default();
-    let mut rendered = Rendered {
-        documents: Vec::new(),
-        files: BTreeSet::new(),
-    };
-    for resource in list("resources") {
-        let path = dir.join(resource.as_str().unwrap());
-        if path.is_dir() {
-            let base = kustomize(&path);
-            rendered.documents.extend(base.documents);
-            rendered.files.extend(base.files);
-        } else {
-            rendered.documents.extend(yaml_documents(&path));
-            rendered.files.insert(clean(&path));
-        }
-    }
-    for generator in list("configMapGenerator") {
-        for key in generator.as_object().unwrap().keys() {
-            assert!(
-                ["name", "files"].contains(&key.as_str()),
-                "{at}: configMapGenerator `{key}` is not rendered here"
-            );
-        }
-        let mut data = serde_json::Map::new();
-        for file in generator["files"].as_array().unwrap() {
-            let file = file.as_str().unwrap();
-            let (key, file) = file
-                .split_once('=')
-                .unwrap_or((Path::new(file).file_name().unwrap().to_str().unwrap(), file));
-            let path = dir.join(file);
-            data.insert(key.to_string(), read(&path).into());
-            rendered.files.insert(clean(&path));
-        }
-        rendered.documents.push(json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": { "name": generator["name"] },
-            "data": data,
-        }));
-    }
-    for patch in list("patches") {
-        let path = dir.join(patch["path"].as_str().expect("patches[].path"));
-        let target = &patch["target"];
-        for key in target.as_object().unwrap().keys() {
-            assert!(
-                ["kind", "name"].contains(&key.as_str()),
-                "{at}: patch target `{key}` is not rendered here"
-            );
-        }
-        let ops = yaml_documents(&path).remove(0);
-        let mut matched = 0;
-        for document in &mut rendered.documents {
-            if document["kind"] == target["kind"] && document["metadata"]["name"] == target["name"]
-            {
-                json_patch(document, &ops, &path.display().to_string());
-                matched += 1;
-            }
-        }
-        assert_eq!(
-            matched,
-            1,
-            "{at}: the patch {} targets one document",
-            path.display()
-        );
-        rendered.files.insert(clean(&path));
-    }
-    rendered
-}
-
-/// RFC 6902, the operations a patch here may use.
-fn json_patch(document: &mut Value, ops: &Value, source: &str) {
-    for op in ops.as_array().expect("a JSON patch is a list") {
-        let path = op["path"].as_str().expect("op.path");
-        match op["op"].as_str().expect("op.op") {
-            "test" => assert_eq!(
-                document.pointer(path),
-                Some(&op["value"]),
-                "{source}: test {path}"
-            ),
-            "add" => pointer_add(document, path, op["value"].clone(), source),
-            "replace" => {
-                *document
-                    .pointer_mut(path)
-                    .unwrap_or_else(|| panic!("{source}: replace {path}: no such value")) =
-                    op["value"].clone()
-            }
-            "remove" => {
-                pointer_remove(document, path, source);
-            }
-            "move" => {
-                let from = op["from"].as_str().expect("op.from");
-                let value = pointer_remove(document, from, source);
-                pointer_add(document, path, value, source);
-            }
-            other => panic!("{source}: op {other} is not applied by tests/deploy.rs"),
-        }
-    }
-}
-
-fn split_pointer<'a>(path: &'a str, source: &str) -> (&'a str, String) {
-    let (parent, last) = path
-        .rsplit_once('/')
-        .unwrap_or_else(|| panic!("{source}: not a JSON pointer: {path}"));
-    (parent, last.replace("~1", "/").replace("~0", "~"))
-}
-
-fn pointer_add(document: &mut Value, path: &str, value: Value, source: &str) {
-    let (parent, last) = split_pointer(path, source);
-    match document.pointer_mut(parent) {
-        Some(Value::Object(map)) => {
-            map.insert(last, value);
-        }
-        Some(Value::Array(list)) if last == "-" => list.push(value),
-        Some(Value::Array(list)) => {
-            let index: usize = last.parse().expect("an array index");
-            assert!(index <= list.len(), "{source}: add {path}: out of range");
-            list.insert(index, value);
-        }
-        _ => panic!("{source}: add {path}: no parent"),
-    }
-}
-
-fn pointer_remove(document: &mut Value, path: &str, source: &str) -> Value {
-    let (parent, last) = split_pointer(path, source);
-    let removed = match document.pointer_mut(parent) {
-        Some(Value::Object(map)) => map.remove(&last),
-        Some(Value::Array(list)) => {
-            let index: usize = last.parse().expect("an array index");
-            (index < list.len()).then(|| list.remove(index))
-        }
-        _ => None,
-    };
-    removed.unwrap_or_else(|| panic!("{source}: remove {path}: no such value"))
+/// The items of a list of strings (none when `list` is absent).
+fn strings_of(list: &Value) -> impl Iterator<Item = &str> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| item.as_str().expect("a list of strings"))
 }
 
 // ---------------------------------------------------------------------------
 // The container image
 // ---------------------------------------------------------------------------
 
-/// deploy/Dockerfile, as instructions per stage.
+/// deploy/Dockerfile's final stage, line by line (the instructions read
+/// here are one-liners).
 struct Dockerfile {
-    stages: Vec<Stage>,
+    /// Every instruction line, comments and continuations dropped.
+    all: Vec<String>,
+    /// The final stage's lines, from the last FROM on.
+    final_stage: Vec<String>,
 }
 
-struct Stage {
-    from: String,
-    name: Option<String>,
-    instructions: Vec<(String, String)>,
-}
-
-fn dockerfile() -> Dockerfile {
-    let text = read(&repo("deploy/Dockerfile"));
-    // Comment lines go first (they may sit inside a continued RUN), then
-    // continuations are joined.
-    let mut lines = Vec::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        if line.trim_start().starts_with('#') {
-            continue;
-        }
-        match line.trim_end().strip_suffix('\\') {
-            Some(head) => current.push_str(head),
-            None => {
-                current.push_str(line);
-                if !current.trim().is_empty() {
-                    lines.push(current.trim().to_string());
-                }
-                current.clear();
-            }
-        }
-    }
-    let mut stages: Vec<Stage> = Vec::new();
-    for line in lines {
-        let (keyword, rest) = line.split_once(char::is_whitespace).unwrap_or((&line, ""));
-        let (keyword, rest) = (keyword.to_ascii_uppercase(), rest.trim().to_string());
-        if keyword == "FROM" {
-            let words: Vec<&str> = rest.split_whitespace().collect();
-            let name = match words.as_slice() {
-                [_, as_, name] if as_.eq_ignore_ascii_case("as") => Some(name.to_string()),
-                [_] => None,
-                _ => panic!("deploy/Dockerfile: FROM {rest}"),
-            };
-            stages.push(Stage {
-                from: words[0].to_string(),
-                name,
-                instructions: Vec::new(),
-            });
-        } else {
-            stages
-                .last_mut()
-                .expect("deploy/Dockerfile starts with FROM")
-                .instructions
-                .push((keyword, rest));
-        }
-    }
-    Dockerfile { stages }
-}
-
-impl Stage {
-    fn all(&self, keyword: &str) -> Vec<&str> {
-        self.instructions
+impl Dockerfile {
+    fn read() -> Dockerfile {
+        let all: Vec<String> = read(&repo("deploy/Dockerfile"))
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        let from = all
             .iter()
-            .filter(|(k, _)| k == keyword)
-            .map(|(_, rest)| rest.as_str())
+            .rposition(|l| l.starts_with("FROM "))
+            .expect("a FROM");
+        let final_stage = all[from..].to_vec();
+        Dockerfile { all, final_stage }
+    }
+
+    /// The arguments of the final stage's `keyword` instructions.
+    fn instructions(&self, keyword: &str) -> Vec<&str> {
+        self.final_stage
+            .iter()
+            .filter_map(|l| l.strip_prefix(keyword)?.strip_prefix(' '))
             .collect()
     }
 
     fn one(&self, keyword: &str) -> &str {
-        let all = self.all(keyword);
+        let all = self.instructions(keyword);
         assert_eq!(
             all.len(),
             1,
@@ -857,146 +595,78 @@ impl Stage {
         all[0]
     }
 
-    /// `(--from stage, sources, destination)` of every COPY.
-    fn copies(&self) -> Vec<(Option<String>, Vec<String>, String)> {
-        self.all("COPY")
-            .into_iter()
-            .map(|rest| {
-                let mut from = None;
-                let mut words = Vec::new();
-                for word in rest.split_whitespace() {
-                    match word.strip_prefix("--from=") {
-                        Some(stage) => from = Some(stage.to_string()),
-                        None if word.starts_with("--") => {}
-                        None => words.push(word.to_string()),
-                    }
-                }
-                let destination = words.pop().expect("COPY destination");
-                (from, words, destination)
-            })
-            .collect()
-    }
-}
-
-impl Dockerfile {
-    fn last(&self) -> &Stage {
-        self.stages.last().expect("a stage")
-    }
-
-    /// The final stage's `ENV KEY=value`s.
-    fn env(&self) -> BTreeMap<String, String> {
-        self.last()
-            .all("ENV")
-            .into_iter()
-            .map(|rest| {
-                let (key, value) = rest
-                    .split_once('=')
-                    .expect("ENV KEY=value (the old `ENV KEY value` form is ambiguous)");
-                (key.to_string(), value.trim_matches('"').to_string())
-            })
-            .collect()
-    }
-
     fn config_path(&self) -> String {
-        self.env()
-            .remove("STRIPE_SIDECAR_CONFIG")
-            .expect("deploy/Dockerfile sets ENV STRIPE_SIDECAR_CONFIG")
+        self.instructions("ENV")
+            .into_iter()
+            .find_map(|rest| rest.strip_prefix("STRIPE_SIDECAR_CONFIG="))
+            .expect("deploy/Dockerfile sets ENV STRIPE_SIDECAR_CONFIG=...")
+            .to_string()
     }
 
-    fn user_uid(&self) -> u64 {
-        let user = self.last().one("USER");
-        let uid = user.split(':').next().unwrap();
-        let uid: u64 = uid
-            .parse()
-            .unwrap_or_else(|_| panic!("USER {user}: numeric, so runAsNonRoot can check it"));
+    fn user(&self) -> u64 {
+        let user = self.one("USER");
+        let uid: u64 = user.split(':').next().unwrap().parse().unwrap_or_else(|_| {
+            panic!("USER {user}: numeric, so Kubernetes' runAsNonRoot can check it")
+        });
         assert_ne!(uid, 0, "USER {user}: not root");
         uid
+    }
+
+    /// `(sources, destination)` of every COPY from the build context (not
+    /// `--from` another stage), in every stage.
+    fn context_copies(&self) -> Vec<(Vec<&str>, &str)> {
+        self.all
+            .iter()
+            .filter_map(|l| l.strip_prefix("COPY "))
+            .filter(|rest| !rest.contains("--from="))
+            .map(|rest| {
+                let mut words: Vec<&str> = rest
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with("--"))
+                    .collect();
+                let destination = words.pop().expect("COPY destination");
+                (words, destination)
+            })
+            .collect()
     }
 }
 
 #[test]
-fn dockerfile_builds_a_static_nonroot_image_with_its_default_config() {
-    let dockerfile = dockerfile();
-    assert!(dockerfile.stages.len() >= 2, "a multi-stage build");
-    let build_stages = &dockerfile.stages[..dockerfile.stages.len() - 1];
-    let build_runs: String = build_stages
-        .iter()
-        .flat_map(|s| s.all("RUN"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    for needed in [
-        "x86_64-unknown-linux-musl",
-        "--target \"$(cat /rust-target)\"",
-        "musl-tools",
-        "--locked",
-        "--release",
-    ] {
-        assert!(build_runs.contains(needed), "the build stage runs {needed}");
-    }
-    let last = dockerfile.last();
+fn dockerfile_ships_its_default_config_and_exposes_its_ports() {
+    let dockerfile = Dockerfile::read();
+    let config_path = dockerfile.config_path();
     assert!(
-        last.from == "scratch" || last.from.starts_with("gcr.io/distroless/static"),
-        "the image runs from scratch or distroless static, not {}",
-        last.from
+        dockerfile
+            .context_copies()
+            .contains(&(vec!["deploy/config.toml"], config_path.as_str())),
+        "the image copies deploy/config.toml to STRIPE_SIDECAR_CONFIG ({config_path})"
     );
+    dockerfile.user();
+    let entrypoint: Vec<String> = serde_json::from_str(dockerfile.one("ENTRYPOINT"))
+        .expect("ENTRYPOINT in exec form (no shell in the image; the binary gets SIGTERM)");
     assert!(
-        last.all("RUN").is_empty(),
-        "nothing runs in the final stage"
+        dockerfile
+            .instructions("COPY")
+            .iter()
+            .any(|copy| copy.starts_with("--from=")
+                && copy.ends_with(&format!(" {}", entrypoint[0]))),
+        "ENTRYPOINT runs the binary copied from the build stage: {entrypoint:?}"
     );
 
-    // Only the binary and the default config, where the rest expects them.
-    let copies = last.copies();
-    assert_eq!(
-        copies.len(),
-        2,
-        "the final stage copies the binary and the config"
-    );
-    let (from, sources, binary_path) = &copies[0];
-    let build_names: Vec<&str> = build_stages
-        .iter()
-        .filter_map(|s| s.name.as_deref())
-        .collect();
-    assert!(
-        from.as_deref().is_some_and(|f| build_names.contains(&f)),
-        "the binary comes from the build stage"
-    );
-    assert!(
-        build_runs.contains(&format!(" {}", sources[0])),
-        "the build stage puts the binary at {}",
-        sources[0]
-    );
-    let (from, sources, config_path) = &copies[1];
-    assert_eq!(
-        (from, sources.as_slice()),
-        (&None, &["deploy/config.toml".to_string()][..])
-    );
-    assert_eq!(
-        &dockerfile.config_path(),
-        config_path,
-        "STRIPE_SIDECAR_CONFIG names the copied config"
-    );
-    let entrypoint: Vec<String> = serde_json::from_str(last.one("ENTRYPOINT"))
-        .expect("ENTRYPOINT in exec form (no shell in the image)");
-    assert_eq!(&entrypoint[0], binary_path, "ENTRYPOINT runs the binary");
-    dockerfile.user_uid();
-
-    // The default config passes --check with the image's ENV and the
-    // variables it requires, and the image EXPOSEs its ports.
     let text = read(&repo("deploy/config.toml"));
-    let mut env = dockerfile.env();
-    env.extend(dummies(&text));
-    let config = check(&text, &env, "deploy/config.toml");
-    let exposed: BTreeSet<u16> = last
-        .all("EXPOSE")
+    let config = check(&text, &dummies(&text), "deploy/config.toml");
+    let (listen, admin) = ports(&config);
+    let exposed: BTreeSet<u16> = dockerfile
+        .instructions("EXPOSE")
         .iter()
         .flat_map(|ports| ports.split_whitespace())
         .map(|port| port.trim_end_matches("/tcp").parse().unwrap())
         .collect();
-    let wanted: BTreeSet<u16> = ["listen", "admin_listen"]
-        .iter()
-        .map(|key| port_of(config["server"][key].as_str().unwrap()))
-        .collect();
-    assert_eq!(exposed, wanted, "EXPOSE the config's two ports");
+    assert_eq!(
+        exposed,
+        BTreeSet::from([listen, admin]),
+        "EXPOSE the config's two ports"
+    );
 }
 
 #[test]
@@ -1018,43 +688,20 @@ fn dockerignore_keeps_what_the_dockerfile_copies() {
                 .trim_end_matches('/')
         })
         .collect();
-    for stage in dockerfile().stages {
-        for (from, sources, _) in stage.copies() {
-            if from.is_some() {
-                continue;
-            }
-            for source in sources {
-                let source = source.trim_end_matches('/');
-                assert!(
-                    kept.iter()
-                        .any(|k| source == *k || source.starts_with(&format!("{k}/"))),
-                    ".dockerignore keeps {source} out of the build context"
-                );
-                assert!(repo(source).exists(), "COPY {source}: no such file");
-            }
+    let dockerfile = Dockerfile::read();
+    let copies = dockerfile.context_copies();
+    assert!(!copies.is_empty(), "the Dockerfile copies from the context");
+    for (sources, _) in copies {
+        for source in sources {
+            let source = source.trim_end_matches('/');
+            assert!(
+                kept.iter()
+                    .any(|k| source == *k || source.starts_with(&format!("{k}/"))),
+                ".dockerignore keeps {source} out of the build context"
+            );
+            assert!(repo(source).exists(), "COPY {source}: no such file");
         }
     }
-}
-
-/// Plausible values for the variables a config requires (`${VAR}` with
-/// no default).
-fn dummies(config: &str) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    for reference in config.split("${").skip(1) {
-        let reference = &reference[..reference.find('}').unwrap()];
-        if reference.contains(":-") {
-            continue;
-        }
-        let value = match reference {
-            "APP_ORIGIN" => "https://myapp.example.com",
-            "STRIPE_SECRET_KEY" => "sk_test_dummy",
-            "STRIPE_WEBHOOK_SECRET" => "whsec_dummy",
-            "SUPABASE_JWT_SECRET" => "dummy-jwt-secret",
-            other => panic!("no plausible dummy for ${{{other}}}: add one in tests/deploy.rs"),
-        };
-        env.insert(reference.to_string(), value.to_string());
-    }
-    env
 }
 
 // ---------------------------------------------------------------------------
@@ -1063,8 +710,7 @@ fn dummies(config: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn compose_runs_the_sidecar_in_front_of_the_app_against_stripe_mock() {
-    let compose_file = repo("deploy/docker-compose.yml");
-    let compose = yaml_documents(&compose_file).remove(0);
+    let compose = yaml_document(&repo("deploy/docker-compose.yml"));
     let services = compose["services"].as_object().expect("services");
     let deploy = repo("deploy");
 
@@ -1092,35 +738,26 @@ fn compose_runs_the_sidecar_in_front_of_the_app_against_stripe_mock() {
     let config_path = env
         .get("STRIPE_SIDECAR_CONFIG")
         .cloned()
-        .unwrap_or_else(|| dockerfile().config_path());
+        .unwrap_or_else(|| Dockerfile::read().config_path());
     let host_config = compose_mounts(sidecar)
         .into_iter()
         .find(|(_, target)| *target == config_path)
         .map(|(host, _)| deploy.join(host))
         .unwrap_or_else(|| panic!("{name}: nothing is mounted at {config_path}"));
-    let config = check(&read(&host_config), &env, "deploy/compose/config.toml");
+    let config = check(
+        &read(&host_config),
+        &env,
+        &host_config.display().to_string(),
+    );
+    let (listen, admin) = ports(&config);
 
-    let listen = port_of(config["server"]["listen"].as_str().unwrap());
-    let admin = port_of(config["server"]["admin_listen"].as_str().unwrap());
-    let published: Vec<(Option<String>, u16, u16)> = sidecar["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            let parts: Vec<&str> = p
-                .as_str()
-                .expect("\"HOST:CONTAINER\" ports")
-                .split(':')
-                .collect();
-            match parts.as_slice() {
-                [host, container] => (None, host.parse().unwrap(), container.parse().unwrap()),
-                [ip, host, container] => (
-                    Some(ip.to_string()),
-                    host.parse().unwrap(),
-                    container.parse().unwrap(),
-                ),
-                _ => panic!("ports: {p}"),
-            }
+    // "[IP:]HOST:CONTAINER" as (IP, HOST, CONTAINER).
+    let published: Vec<(Option<&str>, u16, u16)> = strings_of(&sidecar["ports"])
+        .map(|spec| {
+            let mut parts = spec.rsplitn(3, ':');
+            let container = parts.next().unwrap().parse().unwrap();
+            let host = parts.next().expect("HOST:CONTAINER").parse().unwrap();
+            (parts.next(), host, container)
         })
         .collect();
     let app_port = published
@@ -1134,11 +771,7 @@ fn compose_runs_the_sidecar_in_front_of_the_app_against_stripe_mock() {
             "{name} publishes {container}, which the sidecar does not listen on"
         );
         if *container == admin {
-            assert_eq!(
-                ip.as_deref(),
-                Some("127.0.0.1"),
-                "metrics stay on this machine"
-            );
+            assert_eq!(*ip, Some("127.0.0.1"), "metrics stay on this machine");
         }
     }
     let origins = config["checkout"]["allowed_redirect_origins"]
@@ -1149,19 +782,32 @@ fn compose_runs_the_sidecar_in_front_of_the_app_against_stripe_mock() {
         "the demo page's origin is allowed: {origins:?}"
     );
 
+    // docker compose stop: SIGTERM, then SIGKILL after stop_grace_period.
+    let (drain, grace) = shutdown(&config);
+    let stop = match &sidecar["stop_grace_period"] {
+        Value::Null => COMPOSE_DEFAULT_STOP_SECONDS,
+        period => period
+            .as_str()
+            .and_then(|p| p.strip_suffix('s')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: stop_grace_period in seconds (`35s`): {period}")),
+    };
+    assert!(
+        stop > drain + grace,
+        "{name}: stop_grace_period ({stop} s) must exceed drain {drain} + grace {grace}"
+    );
+
     // Stripe is stripe-mock, on its HTTP port.
     let api_base = url::Url::parse(config["stripe"]["api_base"].as_str().unwrap()).unwrap();
-    let mock = &services[api_base.host_str().unwrap()];
+    let mock_name = api_base.host_str().unwrap();
     assert!(
-        mock["image"]
+        services[mock_name]["image"]
             .as_str()
             .is_some_and(|i| i.starts_with("stripe/stripe-mock")),
         "stripe.api_base is the stripe-mock service: {api_base}"
     );
-    assert_eq!(api_base.scheme(), "http");
     assert_eq!(
-        api_base.port(),
-        Some(12111),
+        (api_base.scheme(), api_base.port()),
+        ("http", Some(12111)),
         "stripe-mock serves HTTP on 12111"
     );
 
@@ -1177,8 +823,8 @@ fn compose_runs_the_sidecar_in_front_of_the_app_against_stripe_mock() {
     );
     let app_env = compose_env(&app["environment"]);
     assert_eq!(
-        app_env.get("PORT").map(String::as_str),
-        Some(upstream.port().unwrap().to_string().as_str()),
+        app_env.get("PORT").cloned(),
+        upstream.port().map(|p| p.to_string()),
         "{app_name} listens on upstream.url's port"
     );
     for shared in ["SUPABASE_JWT_SECRET", "STRIPE_WEBHOOK_SECRET"] {
@@ -1188,24 +834,9 @@ fn compose_runs_the_sidecar_in_front_of_the_app_against_stripe_mock() {
             "{shared} is the same for both"
         );
     }
-    let script = app["command"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .as_str()
-        .unwrap();
-    let on_host = compose_mounts(app)
-        .into_iter()
-        .find_map(|(host, target)| {
-            script
-                .strip_prefix(&format!("{target}/"))
-                .map(|rest| deploy.join(host).join(rest))
-        })
-        .unwrap_or_else(|| panic!("{app_name}: {script} is not mounted"));
-    assert!(on_host.is_file(), "{} exists", on_host.display());
+    // Compose stops the sidecar before the services it depends on.
     let depends = sidecar["depends_on"].as_array().unwrap();
-    for needed in [app_name, api_base.host_str().unwrap()] {
+    for needed in [app_name, mock_name] {
         assert!(
             depends.contains(&json!(needed)),
             "{name} depends on {needed}"
@@ -1254,18 +885,18 @@ fn compose_mounts(service: &Value) -> Vec<(String, String)> {
 // The guides
 // ---------------------------------------------------------------------------
 
-/// Every message a reply's `error` can carry, found in `src/`, is in
-/// docs/troubleshooting.md (the parts around `{placeholders}`).
+/// Every message a reply's `error` can carry, found in any `.rs` file
+/// under `src/` (subfolders included), is in docs/troubleshooting.md (the
+/// parts around `{placeholders}`).
 #[test]
 fn troubleshooting_lists_every_error_message() {
     let guide = read(&repo("docs/troubleshooting.md"));
     let mut messages = Vec::new();
     for file in files_under(&repo("src")) {
-        if file.extension().is_none_or(|e| e != "rs") {
-            continue;
-        }
-        for message in error_messages(&file) {
-            messages.push((file.display().to_string(), message));
+        if file.extension().is_some_and(|e| e == "rs") {
+            for message in error_messages(&file) {
+                messages.push((file.display().to_string(), message));
+            }
         }
     }
     for needed in [
@@ -1295,10 +926,10 @@ fn troubleshooting_lists_every_error_message() {
 }
 
 /// The messages of `file` that become a reply's `error`: the literal
-/// argument of every `BadRequest(...)` and `bad(...)`, and in src/error.rs
-/// (the one place errors become replies) every literal of more than one
-/// word: the replies and the log lines that explain them. Unit tests and
-/// comments are skipped.
+/// argument of every `BadRequest(...)` and `bad(...)`, and in the error
+/// module (`src/error.rs` or `src/error/*.rs`, where errors become
+/// replies) every literal of more than one word: the replies and the log
+/// lines that explain them. Unit tests and comments are skipped.
 fn error_messages(file: &Path) -> Vec<String> {
     let text = read(file);
     let code: String = text
@@ -1317,7 +948,9 @@ fn error_messages(file: &Path) -> Vec<String> {
             found.extend(string_literal(after).map(|(literal, _)| literal));
         }
     }
-    if file.ends_with("src/error.rs") {
+    let in_error_module = file.file_stem().is_some_and(|s| s == "error")
+        || file.parent().is_some_and(|d| d.ends_with("src/error"));
+    if in_error_module {
         let mut rest = code.as_str();
         while let Some(at) = rest.find('"') {
             let Some((literal, length)) = string_literal(&rest[at..]) else {
@@ -1381,7 +1014,7 @@ fn guide_links_resolve() {
 }
 
 // ---------------------------------------------------------------------------
-// Running the binary's --check
+// The binary's --check
 // ---------------------------------------------------------------------------
 
 /// Runs `stripe-sidecar --check` on `config` with exactly `env` (nothing
@@ -1399,11 +1032,11 @@ fn check(config: &str, env: &BTreeMap<String, String>, what: &str) -> toml::Tabl
         .envs(env)
         .output()
         .expect("run stripe-sidecar --check");
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "{what} fails stripe-sidecar --check with {:?}:\n{stderr}",
-        env.keys().collect::<Vec<_>>()
+        "{what} fails stripe-sidecar --check with {:?}:\n{}",
+        env.keys().collect::<Vec<_>>(),
+        String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8(output.stdout).unwrap();
     stdout
@@ -1411,183 +1044,25 @@ fn check(config: &str, env: &BTreeMap<String, String>, what: &str) -> toml::Tabl
         .unwrap_or_else(|e| panic!("--check printed no TOML ({e}):\n{stdout}"))
 }
 
-fn port_of(address: &str) -> u16 {
-    address
-        .parse::<std::net::SocketAddr>()
-        .unwrap_or_else(|_| panic!("not an address: {address}"))
-        .port()
-}
-
-// ---------------------------------------------------------------------------
-// kubernetes-validate, installed on demand
-// ---------------------------------------------------------------------------
-
-/// Validates the documents against each version's strict schemas (unknown
-/// fields are errors; a kind without a schema is an error too, where the
-/// CLI only warns) and returns each file parsed by PyYAML.
-const VALIDATE_PY: &str = r#"
-import json, sys, yaml
-from kubernetes_validate import utils
-
-request = json.load(sys.stdin)
-problems, validated, parsed = [], 0, {}
-for item in request["documents"]:
-    for version in request["versions"]:
-        try:
-            utils.validate(item["document"], version, strict=True)
-            validated += 1
-        except utils.ValidationError as e:
-            where = ".".join(str(p) for p in e.path) or "(top level)"
-            problems.append("%s: %s: %s (Kubernetes %s)" % (item["source"], where, e.message, version))
-        except (utils.SchemaNotFoundError, utils.InvalidSchemaError, utils.VersionNotSupportedError) as e:
-            problems.append("%s: %s" % (item["source"], e.message))
-for path in request["files"]:
-    with open(path) as f:
-        parsed[path] = [d for d in yaml.safe_load_all(f) if d is not None]
-json.dump({"problems": problems, "validated": validated, "parsed": parsed}, sys.stdout, default=str)
-"#;
-
-const IMPORTABLE_PY: &str = r#"
-import importlib.metadata, kubernetes_validate
-print(importlib.metadata.version("kubernetes-validate"))
-"#;
-
-/// A Python that imports the pinned `kubernetes_validate`: python3 when it
-/// has it, else the venv target/kubernetes-validate-venv, installed on
-/// first use.
-fn python_with_kubernetes_validate() -> &'static Result<PathBuf, String> {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        // Another version could pass or refuse other manifests.
-        if importable(Path::new("python3")).as_deref() == Some(KUBERNETES_VALIDATE) {
-            return Ok("python3".into());
-        }
-        // The target directory: the test binary is in <target>/debug/deps.
-        let target = binary()
-            .ancestors()
-            .nth(2)
-            .expect("the binary is under the target directory")
-            .to_path_buf();
-        let venv = target.join("kubernetes-validate-venv");
-        let python = venv.join("bin/python");
-        if importable(&python).as_deref() == Some(KUBERNETES_VALIDATE) {
-            return Ok(python);
-        }
-        install(&venv)?;
-        match importable(&python) {
-            Some(version) if version == KUBERNETES_VALIDATE => Ok(python),
-            other => Err(format!(
-                "{} has kubernetes-validate {other:?} after installing {KUBERNETES_VALIDATE}",
-                venv.display()
-            )),
-        }
-    })
-}
-
-/// The kubernetes-validate version `python` imports, if it does.
-fn importable(python: &Path) -> Option<String> {
-    let output = Command::new(python)
-        .args(["-c", IMPORTABLE_PY])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
-}
-
-/// Installs the pinned kubernetes-validate into a new venv at `venv`. It is
-/// built beside it and renamed into place, so a concurrent run (another
-/// test process) never sees half a venv; a venv runs from its new path
-/// because `python -m`/`-c` is all that is used of it.
-fn install(venv: &Path) -> Result<(), String> {
-    let building = venv.with_extension(format!("partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&building);
-    let step = |what: &str, command: &mut Command| -> Result<(), String> {
-        let output = command
-            .output()
-            .map_err(|e| format!("{what}: cannot run {command:?}: {e}"))?;
-        if output.status.success() {
-            return Ok(());
-        }
-        Err(format!(
-            "{what} failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
+/// The ports of `server.listen` and `server.admin_listen`.
+fn ports(config: &toml::Table) -> (u16, u16) {
+    let port = |key: &str| {
+        let address = config["server"][key].as_str().unwrap();
+        address
+            .parse::<std::net::SocketAddr>()
+            .unwrap_or_else(|_| panic!("server.{key} is not an address: {address}"))
+            .port()
     };
-    eprintln!(
-        "installing kubernetes-validate {KUBERNETES_VALIDATE} into {}",
-        venv.display()
-    );
-    let installed = step(
-        "python3 -m venv (on Debian: apt-get install python3-venv)",
-        Command::new("python3").arg("-m").arg("venv").arg(&building),
-    )
-    .and_then(|()| {
-        step(
-            "pip install kubernetes-validate (needs PyPI)",
-            Command::new(building.join("bin/python")).args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                &format!("kubernetes-validate=={KUBERNETES_VALIDATE}"),
-            ]),
-        )
-    });
-    if let Err(why) = installed {
-        let _ = std::fs::remove_dir_all(&building);
-        return Err(why);
-    }
-    // A concurrent run may have finished first: keep its venv. Replace
-    // only a broken one or one of another version.
-    let python = venv.join("bin/python");
-    if importable(&python).as_deref() == Some(KUBERNETES_VALIDATE) {
-        let _ = std::fs::remove_dir_all(&building);
-        return Ok(());
-    }
-    if venv.exists() {
-        let _ = std::fs::remove_dir_all(venv);
-    }
-    if let Err(error) = std::fs::rename(&building, venv) {
-        let _ = std::fs::remove_dir_all(&building);
-        if !venv.exists() {
-            return Err(format!(
-                "cannot move the venv into {}: {error}",
-                venv.display()
-            ));
-        }
-    }
-    Ok(())
+    (port("listen"), port("admin_listen"))
 }
 
-fn run_python(python: &Path, script: &str, input: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(python)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{} failed:\n{}",
-        python.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+/// `server.shutdown_drain_seconds` and `server.shutdown_grace_seconds`.
+fn shutdown(config: &toml::Table) -> (u64, u64) {
+    let seconds = |key: &str| config["server"][key].as_integer().unwrap() as u64;
+    (
+        seconds("shutdown_drain_seconds"),
+        seconds("shutdown_grace_seconds"),
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -1603,8 +1078,8 @@ fn clean(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for part in path.components() {
         match part {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
+            Component::CurDir => {}
+            Component::ParentDir => {
                 out.pop();
             }
             other => out.push(other),
@@ -1617,16 +1092,18 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The files under `dir`, sorted, leaving out `target/` and hidden folders.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut dirs = vec![dir.to_path_buf()];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
             let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
+            let name = path.file_name().unwrap().to_string_lossy();
+            if !path.is_dir() {
                 files.push(path);
+            } else if name != "target" && !name.starts_with('.') {
+                dirs.push(path);
             }
         }
     }
@@ -1634,23 +1111,13 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    files_under(dir)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .collect()
-}
-
-/// The non-empty documents of a YAML file, as JSON.
-fn yaml_documents(path: &Path) -> Vec<Value> {
-    let text = read(path);
+/// The one YAML document of `path`, as JSON.
+fn yaml_document(path: &Path) -> Value {
     let at = path.display().to_string();
-    YamlLoader::load_from_str(&text)
-        .unwrap_or_else(|e| panic!("{at}: not YAML: {e}"))
-        .into_iter()
-        .filter(|doc| !matches!(doc, Yaml::Null))
-        .map(|doc| to_json(doc, &at))
-        .collect()
+    let mut documents =
+        YamlLoader::load_from_str(&read(path)).unwrap_or_else(|e| panic!("{at}: not YAML: {e}"));
+    assert_eq!(documents.len(), 1, "{at}: one YAML document");
+    to_json(documents.remove(0), &at)
 }
 
 fn to_json(yaml: Yaml, source: &str) -> Value {
@@ -1666,12 +1133,9 @@ fn to_json(yaml: Yaml, source: &str) -> Value {
         Yaml::Array(items) => items.into_iter().map(|i| to_json(i, source)).collect(),
         Yaml::Hash(map) => map
             .into_iter()
-            .map(|(key, value)| {
-                let key = match key {
-                    Yaml::String(s) => s,
-                    other => panic!("{source}: a non-string key {other:?}"),
-                };
-                (key, to_json(value, source))
+            .map(|(key, value)| match key {
+                Yaml::String(key) => (key, to_json(value, source)),
+                other => panic!("{source}: a non-string key {other:?}"),
             })
             .collect::<serde_json::Map<_, _>>()
             .into(),

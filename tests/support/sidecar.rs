@@ -162,14 +162,12 @@ impl Process {
         }
     }
 
-    /// Sends `signal` (e.g. "TERM") to the process.
-    pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
+    /// Sends `signal` (`Signal::TERM`, `Signal::INT`) to the process,
+    /// with kill(2) directly: slim images have no kill command.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, signal)
+            .unwrap_or_else(|e| panic!("kill({pid:?}, {signal:?}): {e}"));
     }
 
     /// Waits for the process to exit, at most `limit`, without blocking
