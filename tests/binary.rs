@@ -564,6 +564,28 @@ async fn a_request_outliving_the_grace_period_does_not_hold_the_process() {
         .ok();
 }
 
+/// Regression: a second signal during the drain was ignored, so an
+/// operator's Ctrl-C twice (or a second SIGTERM) waited out drain + grace.
+#[tokio::test]
+async fn a_second_signal_during_the_drain_stops_at_once() {
+    for (first, second) in [(Signal::TERM, Signal::TERM), (Signal::TERM, Signal::INT)] {
+        let app = FakeApp::start().await;
+        let mut sidecar = Sidecar::builder(&app.url())
+            .set("server", "shutdown_drain_seconds = 30")
+            .set("server", "shutdown_grace_seconds = 30")
+            .spawn();
+        sidecar.signal(first);
+        let admin = sidecar.admin;
+        until(Duration::from_secs(5), "readiness fails", || async move {
+            get(admin, "/readyz", "").await.status == 503
+        })
+        .await;
+        sidecar.signal(second);
+        let status = sidecar.exited(Duration::from_secs(3)).await;
+        assert_eq!(status.code(), Some(1), "a forced stop says so: {status}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
