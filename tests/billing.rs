@@ -625,6 +625,54 @@ async fn stripe_failures_map_to_replies() {
     }
 }
 
+/// Fault injection (issue 10): whatever Stripe does, the caller gets the
+/// contract's reply in bounded time, nothing is created twice, and the
+/// next request works.
+#[tokio::test]
+async fn stripe_faults_are_bounded_create_nothing_twice_and_pass() {
+    let w = world(|b, _| {
+        b.set("stripe", "timeout_ms = 300")
+            .set("stripe", "max_retries = 1")
+    })
+    .await;
+    let user = token("user-f1", "f1@x.io");
+    let unavailable = (502, "Stripe is unavailable, please try again");
+    let cases = [
+        ("a cut-off JSON reply", vec![Fault::Malformed]),
+        ("resets", vec![Fault::Reset, Fault::Reset]),
+        (
+            "slower than timeout_ms",
+            vec![Fault::Delay(Duration::from_secs(30)); 2],
+        ),
+    ];
+    for (what, faults) in cases {
+        w.stripe.fault("/v1/checkout/sessions", faults);
+        let started = std::time::Instant::now();
+        let reply = w.checkout(Some(&user), payment()).await;
+        let got = (
+            reply.status,
+            reply.body["error"].as_str().unwrap_or_default(),
+        );
+        assert_eq!(got, unavailable, "{what}");
+        // Two tries of 300 ms and one wait: far below the fake's 30 s.
+        assert!(started.elapsed() < Duration::from_secs(10), "{what}");
+        let next = w.checkout(Some(&user), payment()).await;
+        assert_eq!(next.status, 200, "{what}: healthy afterwards");
+    }
+    assert_eq!(w.stripe.customers().len(), 1, "one customer for the user");
+    let sessions = w.stripe.requests();
+    let created = sessions
+        .iter()
+        .filter(|r| r.path == "/v1/checkout/sessions" && r.method == "POST")
+        .map(|r| r.header("idempotency-key").unwrap_or_default().to_string())
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(
+        created.len(),
+        6,
+        "one key per checkout, reused by its retry"
+    );
+}
+
 #[tokio::test]
 async fn a_failing_lookup_is_503_and_creates_nothing() {
     let w = default_world().await;

@@ -613,3 +613,18 @@ async fn an_unreachable_app_is_logged_with_cause_address_and_request_id() {
         "{warning}"
     );
 }
+
+/// Fault injection (issue 10): an app that dies mid-body cuts that one
+/// response short (the client can tell: fewer bytes than promised, the
+/// connection closed) and nothing else.
+#[tokio::test]
+async fn an_app_dying_mid_body_cuts_only_that_response() {
+    let (_app, sidecar) = setup().await;
+    let cut = reqwest::get(sidecar.url("/cut")).await.unwrap();
+    assert_eq!(cut.status(), 200);
+    assert!(cut.bytes().await.is_err(), "the client sees the cut");
+    for _ in 0..3 {
+        let response = raw::request(sidecar.addr, "GET", "/echo", "").await;
+        assert_eq!(response.status, 200, "healthy afterwards");
+    }
+}

@@ -196,6 +196,21 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
             query_num(&req, "interval_ms").unwrap_or(0),
         ),
         "/ws" if get => websocket(req),
+        // Promises 1000 bytes, sends 10, and closes: an app dying mid-body.
+        "/cut" => {
+            // The ten bytes go out (the stream then waits), then it ends.
+            let body = StreamBody::new(futures_util::stream::unfold(0, |sent| async move {
+                if sent > 0 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return None;
+                }
+                Some((Ok(Frame::data(Bytes::from_static(b"0123456789"))), 1))
+            }));
+            let mut resp = Response::new(body.boxed_unsync());
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static("1000"));
+            resp
+        }
         // Answers 101 with whatever protocol `?to=` names, asked or not.
         "/switch" => {
             let to = req.uri().query().and_then(|q| q.strip_prefix("to="));

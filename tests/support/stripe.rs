@@ -102,6 +102,8 @@ pub enum Fault {
     Delay(Duration),
     /// The TCP connection is closed without an answer and nothing is done.
     Reset,
+    /// A 200 whose body is cut-off JSON; nothing is done.
+    Malformed,
 }
 
 /// A running fake; dropping it stops the listener and every open connection.
@@ -316,6 +318,15 @@ async fn serve(
         Some(Fault::Reset) => {
             reset.notify_one();
             return std::future::pending().await;
+        }
+        Some(Fault::Malformed) => {
+            let cut = Bytes::from_static(b"{\"id\": \"cs_test_cut");
+            let mut response = Response::new(Full::new(cut));
+            response.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
+            return Ok(response);
         }
         Some(Fault::Status {
             status,
