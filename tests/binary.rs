@@ -564,6 +564,78 @@ async fn a_request_outliving_the_grace_period_does_not_hold_the_process() {
         .ok();
 }
 
+/// SIGTERM under load (issue 10): proxied and local requests keep coming,
+/// readiness fails first, every request whose connection was accepted gets
+/// its whole answer, and the process exits 0 within drain + grace.
+#[tokio::test]
+async fn sigterm_under_load_drops_no_accepted_request() {
+    let app = FakeApp::start().await;
+    let mut sidecar = Sidecar::builder(&app.url())
+        .set("server", "shutdown_drain_seconds = 1")
+        .set("server", "shutdown_grace_seconds = 5")
+        .set("server", "access_log = false")
+        .spawn();
+    let addr = sidecar.addr;
+    let targets = [
+        ("GET", "/echo"),
+        ("GET", "/slow?ms=300"),
+        ("POST", "/api/stripe/create-portal"),
+        ("POST", "/api/stripe/create-checkout"),
+    ];
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let (method, path) = targets[i % targets.len()];
+            tokio::spawn(async move {
+                let (mut answered, mut failed) = (0, Vec::new());
+                // Until the listener closes: a refused connect was never
+                // accepted. Each request on its own connection.
+                while let Ok(mut stream) = TcpStream::connect(addr).await {
+                    let request = format!(
+                        "{method} {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}"
+                    );
+                    let mut reply = Vec::new();
+                    let sent = stream.write_all(request.as_bytes()).await;
+                    let read = stream.read_to_end(&mut reply).await;
+                    match (sent, read, reply.starts_with(b"HTTP/1.1 ")) {
+                        (Ok(()), Ok(_), true) => answered += 1,
+                        // Reset unanswered: fine only if the listener had
+                        // closed (a connection still in the kernel's queue
+                        // then, never accepted by the server).
+                        (sent, read, _) if reply.is_empty() && (sent.is_err() || read.is_err()) => {
+                            if refused(addr).await {
+                                break;
+                            }
+                            failed.push(format!("reset while listening: {sent:?} {read:?}"));
+                        }
+                        other => failed.push(format!("{other:?}")),
+                    }
+                }
+                (answered, failed)
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(5), || app.requests() > 20).await;
+    let signalled = Instant::now();
+    sidecar.signal(Signal::TERM);
+    let admin = sidecar.admin;
+    until(
+        Duration::from_millis(500),
+        "readiness fails first",
+        || async move { get(admin, "/readyz", "").await.status == 503 },
+    )
+    .await;
+    let status = sidecar.exited(Duration::from_secs(8)).await;
+    assert!(status.success(), "{status}");
+    assert!(signalled.elapsed() < Duration::from_secs(6) + Duration::from_millis(900));
+    let mut total = 0;
+    for client in clients {
+        let (answered, failed) = client.await.unwrap();
+        assert!(failed.is_empty(), "accepted requests failed: {failed:?}");
+        total += answered;
+    }
+    assert!(total > 20, "load kept coming: {total}");
+}
+
 /// Regression: a second signal during the drain was ignored, so an
 /// operator's Ctrl-C twice (or a second SIGTERM) waited out drain + grace.
 #[tokio::test]
