@@ -673,6 +673,27 @@ async fn stripe_faults_are_bounded_create_nothing_twice_and_pass() {
     );
 }
 
+/// Issue 10, finding 8: `stripe.max_concurrency` bounds the calls in
+/// flight; the rest wait their turn and still succeed.
+#[tokio::test]
+async fn stripe_calls_in_flight_are_bounded_by_max_concurrency() {
+    for limit in [1, 64] {
+        let w = world(|b, _| b.set("stripe", &format!("max_concurrency = {limit}"))).await;
+        w.stripe.fault(
+            "/v1/checkout/sessions",
+            vec![Fault::Delay(Duration::from_millis(200)); 5],
+        );
+        let replies =
+            futures_util::future::join_all((0..5).map(|_| w.checkout(None, payment()))).await;
+        assert!(replies.iter().all(|r| r.status == 200), "all served");
+        let most = w.stripe.most_in_flight();
+        match limit {
+            1 => assert_eq!(most, 1, "one at a time"),
+            _ => assert!(most > 1, "the calls overlap without the limit: {most}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_failing_lookup_is_503_and_creates_nothing() {
     let w = default_world().await;

@@ -119,7 +119,27 @@ pub struct FakeStripe {
 
 struct Shared {
     connections: AtomicUsize,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
     state: Mutex<State>,
+}
+
+/// Counts one request in flight while it lives.
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn new(shared: &Arc<Shared>) -> InFlight {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Default)]
@@ -174,6 +194,8 @@ impl FakeStripe {
         let addr = listener.local_addr().expect("fake stripe addr");
         let shared = Arc::new(Shared {
             connections: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
             state: Mutex::new(State::default()),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -191,6 +213,11 @@ impl FakeStripe {
     }
 
     /// TCP connections accepted so far.
+    /// The most requests that were ever being answered at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.shared.most_in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
     }
@@ -280,6 +307,7 @@ async fn serve(
     req: Request<Incoming>,
     reset: Arc<Notify>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let _in_flight = InFlight::new(&shared);
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
