@@ -1,7 +1,7 @@
 //! The route table: which requests the sidecar answers itself.
 //!
 //! A request path is normalized once (unreserved characters percent-decoded,
-//! other escapes upper-cased, empty segments dropped, dot segments resolved,
+//! other escapes upper-cased, a lone `%` written as `%25`, empty segments dropped, dot segments resolved,
 //! as RFC 3986 section 6.2.2 describes) and matched against the configured
 //! routes, so `/api/%73tripe//x/../create-checkout` can never slip past a
 //! local route to the app. Everything that does not match is proxied with
@@ -275,6 +275,14 @@ fn normalize_escapes(segment: &str) -> String {
                 i += 3;
                 continue;
             }
+        }
+        if bytes[i] == b'%' {
+            // A `%` that starts no escape is written as one, so what an
+            // escape decoded next to it yields can never complete it
+            // (`%%373` is not `%73`): normalizing twice changes nothing.
+            out.push_str("%25");
+            i += 1;
+            continue;
         }
         // Request paths are ASCII (hyper rejects others), so byte = char;
         // config paths may not be, so copy the whole char.

@@ -10,5 +10,6 @@ mod binary;
 mod deploy;
 mod hardening;
 mod identity;
+mod properties;
 mod proxy;
 mod webhook;
