@@ -468,7 +468,8 @@ impl Reader<'_> {
             }
         };
         let mut reset = BTreeSet::new();
-        loop {
+        let mut removed = Removed::new();
+        for _ in 0..MAX_SECTION_PROBLEMS {
             let mut unknown = Vec::new();
             let decoded = {
                 let mut note = |path: serde_ignored::Path<'_>| unknown.push(key_of(&path));
@@ -487,12 +488,21 @@ impl Reader<'_> {
             };
             let found = lookup(&value, error.path());
             let message = decode_message(error.inner().message(), found);
-            self.problems
-                .push(problem(&join(name, &error.path().to_string()), message));
+            let key = written_path(error.path(), &removed);
+            self.problems.push(problem(&join(name, &key), message));
             if !reset_or_remove(&mut value, &defaults, error.path(), &mut reset) {
                 return T::default();
             }
+            if let Some(serde_path_to_error::Segment::Seq { .. }) = error.path().iter().next_back()
+            {
+                note_removed(&mut removed, &key);
+            }
         }
+        self.problems.push(problem(
+            name,
+            format!("more than {MAX_SECTION_PROBLEMS} problems; fix these first"),
+        ));
+        T::default()
     }
 
     /// Replaces `${VAR}` and `${VAR:-default}` in every string under `value`.
@@ -524,6 +534,55 @@ impl Reader<'_> {
             _ => {}
         }
         true
+    }
+}
+
+/// Type errors reported per section before giving up on it: each costs a
+/// decode of the whole section, so a file of 10,000 mistyped array items
+/// stays linear, and the first ones are what to fix anyway.
+const MAX_SECTION_PROBLEMS: usize = 20;
+
+/// The indices, as the file wrote them, of array items removed after a
+/// type error, by the array's key (`trusted_proxies`, `[2].methods`).
+type Removed = BTreeMap<String, Vec<usize>>;
+
+/// `path` as `a.b[0].c`, each array index as the file wrote it: the
+/// decoder counts only the items still there after earlier removals.
+fn written_path(path: &serde_path_to_error::Path, removed: &Removed) -> String {
+    use serde_path_to_error::Segment;
+    let mut key = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => {
+                let gone = removed.get(&key).map(Vec::as_slice).unwrap_or_default();
+                // The `index`-th item still there: step past each removed
+                // one at or before it (`gone` is sorted).
+                let index = gone
+                    .iter()
+                    .fold(*index, |at, &g| if g <= at { at + 1 } else { at });
+                key.push_str(&format!("[{index}]"));
+            }
+            other => {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(&other.to_string());
+            }
+        }
+    }
+    key
+}
+
+/// Records that the item `key` (ending `[i]`, as [`written_path`] wrote
+/// it) was removed.
+fn note_removed(removed: &mut Removed, key: &str) {
+    let Some((array, index)) = key.rsplit_once('[') else {
+        return;
+    };
+    if let Ok(index) = index.trim_end_matches(']').parse::<usize>() {
+        let gone = removed.entry(array.to_string()).or_default();
+        let at = gone.partition_point(|&g| g < index);
+        gone.insert(at, index);
     }
 }
 
@@ -2141,6 +2200,50 @@ mod tests {
             problems("[server]\ntrusted_proxies = \"10.0.0.0/8\"\n"),
             ["server.trusted_proxies: invalid type: a string, expected an array"]
         );
+    }
+
+    /// Regression (fuzzing, issue 10): after a mistyped array item was
+    /// removed, later problems named the decoder's shifted index
+    /// (`[1]`, `[1]`, `[2]` here).
+    #[test]
+    fn mistyped_array_items_are_named_by_their_index_in_the_file() {
+        let found = problems(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", 1, 2, \"::1\", true]\n\
+             [[auth.api_keys]]\nname = \"a\"\nactions = [\"checkout\", 3]\n\
+             [[auth.api_keys]]\nname = 7\nactions = [4, \"portal\", 5]\n",
+        );
+        let decoding: Vec<&str> = found
+            .iter()
+            .map(String::as_str)
+            .filter(|line| line.contains("invalid type"))
+            .collect();
+        assert_eq!(
+            decoding,
+            [
+                "server.trusted_proxies[1]: invalid type: an integer, expected a string",
+                "server.trusted_proxies[2]: invalid type: an integer, expected a string",
+                "server.trusted_proxies[4]: invalid type: a boolean, expected a string",
+                "auth.api_keys[0].actions[1]: invalid type: an integer, expected a string",
+                "auth.api_keys[1].actions[0]: invalid type: an integer, expected a string",
+                "auth.api_keys[1].actions[2]: invalid type: an integer, expected a string",
+                "auth.api_keys[1].name: invalid type: an integer, expected a string",
+            ]
+        );
+    }
+
+    /// Regression (fuzzing, issue 10): each type error re-decoded the whole
+    /// section, so 16,000 mistyped items took minutes and printed 16,000
+    /// lines. The problems stop at a bound.
+    #[test]
+    fn a_flood_of_type_errors_is_cut_short() {
+        let items = vec!["1"; 16_000].join(", ");
+        let found = problems(&format!("[server]\ntrusted_proxies = [{items}]\n"));
+        assert_eq!(found.len(), MAX_SECTION_PROBLEMS + 1, "{:?}", &found[..3]);
+        assert_eq!(
+            found[19],
+            "server.trusted_proxies[19]: invalid type: an integer, expected a string"
+        );
+        assert_eq!(found[20], "server: more than 20 problems; fix these first");
     }
 
     /// The repo's config.toml is the documented example: every key written

@@ -63,6 +63,10 @@ impl Proxy {
             .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS)
             .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
+            // The app's response head fits in what a client may send; the
+            // default (~400 KiB) lets each pooled connection's read buffer
+            // grow that far and keep it.
+            .http1_max_buf_size(crate::server::MAX_HEADER_BYTES + 4096)
             .build(connector);
         Proxy {
             client,

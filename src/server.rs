@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 use crate::app::{self, Access, State};
 use crate::body::{self, Body};
@@ -45,6 +46,12 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = MAX_HEADER_BYTES / 4;
 /// Time a client has to send a request's headers (slow-loris bound).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// At shutdown, how long a connection accepted before the listener closed
+/// has for its first request to arrive. hyper closes a connection that
+/// has not begun a request at once (hyperium/hyper#2730), which would drop
+/// a request already on its way; idle keep-alive connections still close
+/// at once.
+const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(2);
 
 /// How the process was asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +152,9 @@ impl Server {
             listener,
             move |peer| {
                 let state = app_state.clone();
-                tower::service_fn(move |request| respond(state.clone(), request, peer))
+                // Boxed: the request future lives on the heap only while a
+                // request is in flight, not inline in every idle connection.
+                tower::service_fn(move |request| Box::pin(respond(state.clone(), request, peer)))
             },
             stop.clone(),
             connections.clone(),
@@ -268,7 +277,14 @@ async fn serve<M, S>(
         };
         let slot = limit.as_ref().map(|limit| limit.open(permit));
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(make_service(peer));
+        let started = CancellationToken::new();
+        let first = started.clone();
+        let service = TowerToHyperService::new(make_service(peer).map_request(move |request| {
+            if !first.is_cancelled() {
+                first.cancel();
+            }
+            request
+        }));
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -279,8 +295,14 @@ async fn serve<M, S>(
             let result = tokio::select! {
                 result = connection.as_mut() => result,
                 _ = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+                    let begun = tokio::time::timeout(FIRST_REQUEST_WAIT, started.cancelled());
+                    tokio::select! {
+                        result = connection.as_mut() => result,
+                        _ = begun => {
+                            connection.as_mut().graceful_shutdown();
+                            connection.await
+                        }
+                    }
                 }
             };
             if let Err(error) = result {

@@ -636,6 +636,45 @@ async fn sigterm_under_load_drops_no_accepted_request() {
     assert!(total > 20, "load kept coming: {total}");
 }
 
+/// Regression (CI, issue 10): a connection accepted just before the
+/// listener closed, whose request had not arrived yet, was closed without
+/// an answer (hyper shuts a connection that has not begun a request at
+/// once). Its request now gets answered.
+#[tokio::test]
+async fn a_request_arriving_on_an_accepted_connection_at_shutdown_is_answered() {
+    let app = FakeApp::start().await;
+    let mut sidecar = Sidecar::builder(&app.url()).spawn();
+    let mut early = TcpStream::connect(sidecar.addr).await.unwrap();
+    let admin = sidecar.admin;
+    until(
+        Duration::from_secs(5),
+        "the connection is accepted",
+        || async move {
+            get(admin, "/metrics", "")
+                .await
+                .body
+                .lines()
+                .any(|line| line == "stripe_sidecar_connections 1")
+        },
+    )
+    .await;
+    sidecar.signal(Signal::INT);
+    until(Duration::from_secs(5), "the listener closes", || {
+        refused(sidecar.addr)
+    })
+    .await;
+    early
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    early.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert!(reply.contains("connection: close"), "{reply}");
+    assert!(sidecar.exited(Duration::from_secs(5)).await.success());
+}
+
 /// Regression: a second signal during the drain was ignored, so an
 /// operator's Ctrl-C twice (or a second SIGTERM) waited out drain + grace.
 #[tokio::test]
