@@ -23,15 +23,18 @@ use tracing::Instrument;
 use crate::billing::{self, Billing};
 use crate::body::{self, Body};
 use crate::config::Config;
+use crate::config::IdentityHeaders;
 use crate::customers::Customers;
 use crate::error::Error;
+use crate::gates::{self, Decision, Require};
 use crate::http_client::https_client;
-use crate::identity::Identity;
+use crate::identity::{Identity, Rejection, User};
 use crate::metrics::{Metrics, PROXY};
 use crate::proxy::{self, Proxy};
 use crate::rate_limit::RateLimit;
-use crate::routes::{Action, Match, Route, RouteTable, ALLOW};
+use crate::routes::{Action, Match, Route, RouteTable};
 use crate::stripe::{self, Stripe, StripeError};
+use crate::subscriptions::{Account, Subscriptions};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `Allow` of a 405 to `CONNECT`: the sidecar is not a forward proxy.
@@ -68,12 +71,19 @@ impl State {
             proxy: Proxy::new(
                 &config.upstream,
                 config.server.trusted_proxies.clone(),
+                config.identity_headers.names().cloned().collect(),
                 metrics.clone(),
             ),
             identity: Identity::new(&config.auth, client),
             billing: Billing {
                 stripe,
                 customers,
+                subscriptions: Subscriptions::new(
+                    &config.subscriptions,
+                    &config.checkout.prices,
+                    config.customers.cache_capacity,
+                    metrics.clone(),
+                ),
                 checkout: config.checkout.clone(),
                 webhooks: config.stripe.clone(),
                 metadata_key: config.customers.metadata_key.clone(),
@@ -163,11 +173,113 @@ async fn dispatch(
         Match::WrongMethod { route } => (
             route.action.as_str(),
             None,
-            Err(Error::MethodNotAllowed { allow: ALLOW }),
+            Err(Error::MethodNotAllowed {
+                allow: route.action.method(),
+            }),
         ),
         Match::NotFound => (PROXY, None, Err(Error::NotFound)),
-        Match::Proxy => (PROXY, None, state.proxy.forward(request, peer).await),
+        Match::Proxy => {
+            let (user, result) = proxied(state, request, peer).await;
+            (PROXY, user, result)
+        }
     }
+}
+
+/// A request for the app: the first gate matching its path decides
+/// whether it goes on, and a verified session's identity headers go with
+/// it. Without gates and identity headers, no token is even read.
+async fn proxied(
+    state: &State,
+    request: Request<Body>,
+    peer: SocketAddr,
+) -> (Option<String>, Result<Response<Body>, Error>) {
+    let gate = gates::find(&state.config.gates, request.uri().path());
+    let wanted = &state.config.identity_headers;
+    if gate.is_none() && wanted.names().next().is_none() {
+        return (None, state.proxy.forward(request, peer, Vec::new()).await);
+    }
+    let session = state.identity.session(request.headers()).await;
+    let user = session.as_ref().ok().cloned().flatten();
+    let needs_state = wanted.need_subscription()
+        || gate.is_some_and(|gate| gate.require == Require::Subscription);
+    let mut account = match &user {
+        Some(user) if needs_state || wanted.need_customer() => {
+            Some(state.billing.account(&user.id, needs_state).await)
+        }
+        _ => None,
+    };
+    let user_id = user.as_ref().map(|user| user.id.clone());
+    if let Some(gate) = gate {
+        let decision = match &session {
+            Err(_) => Decision::InvalidSession,
+            Ok(None) => Decision::NoSession,
+            Ok(Some(_)) => {
+                let known = account.as_ref().and_then(|a| a.as_ref().ok());
+                gate.decide(known, state.billing.subscriptions.subscribed_statuses())
+            }
+        };
+        state.metrics.gate_decision(decision);
+        if decision != Decision::Allowed {
+            let error = match (decision, session) {
+                (Decision::InvalidSession, Err(rejection)) => rejection.into(),
+                (Decision::NoSession, _) => Rejection::NotSignedIn.into(),
+                (Decision::NotSubscribed, _) => Error::NotSubscribed,
+                (Decision::Unavailable, _) => match account.take() {
+                    Some(Err(error)) => error,
+                    _ => Error::LookupUnavailable("no subscription state".into()),
+                },
+                _ => Error::PlanNotIncluded,
+            };
+            let browser = request
+                .headers()
+                .get_all(header::ACCEPT)
+                .iter()
+                .any(|accept| accept.to_str().is_ok_and(|a| a.contains("text/html")));
+            let redirect = gate
+                .redirect
+                .as_deref()
+                .filter(|_| browser && decision != Decision::Unavailable)
+                .and_then(|to| HeaderValue::from_str(to).ok());
+            return (user_id, Err(redirect.map_or(error, Error::SeeOther)));
+        }
+    }
+    let identity = match &user {
+        Some(user) => identity_headers(wanted, user, account.as_ref()),
+        None => Vec::new(),
+    };
+    (user_id, state.proxy.forward(request, peer, identity).await)
+}
+
+/// The identity headers for a verified `user`: user headers from the
+/// token; customer and subscription headers from `account` (`None` when
+/// not needed; an error reads as status `unknown`). A value that cannot be
+/// a header value is left out.
+fn identity_headers(
+    wanted: &IdentityHeaders,
+    user: &User,
+    account: Option<&Result<Account, Error>>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let known = account.and_then(|a| a.as_ref().ok());
+    let features = known.map(|a| a.state.features.join(","));
+    let status = match account {
+        Some(Ok(account)) => Some(account.status()),
+        Some(Err(_)) => Some("unknown"),
+        None => None,
+    };
+    [
+        (&wanted.user_id, Some(user.id.as_str())),
+        (&wanted.email, user.email.as_deref()),
+        (&wanted.customer, known.and_then(|a| a.customer.as_deref())),
+        (&wanted.subscription_status, status),
+        (&wanted.plan, known.and_then(Account::plan)),
+        (&wanted.features, features.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| {
+        let value = HeaderValue::from_str(value?).ok()?;
+        Some((name.clone()?, value))
+    })
+    .collect()
 }
 
 /// A local route: a webhook needs no caller; checkout and portal are

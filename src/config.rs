@@ -34,6 +34,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::gates::{Gate, Pattern, Require};
 use crate::routes::{one_of, Action, Mode, Route};
 
 /// One thing wrong with the configuration, named by its key.
@@ -78,7 +79,10 @@ pub struct RawConfig {
     pub stripe: RawStripe,
     pub checkout: RawCheckout,
     pub customers: RawCustomers,
-    /// Absent: the three default routes.
+    pub subscriptions: RawSubscriptions,
+    pub identity_headers: RawIdentityHeaders,
+    pub gates: Vec<RawGate>,
+    /// Absent: the four default routes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routes: Option<Vec<RawRoute>>,
 }
@@ -251,6 +255,58 @@ impl Default for RawCustomers {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawSubscriptions {
+    pub subscribed_statuses: Vec<String>,
+    pub cache_ttl_seconds: u64,
+    pub entitlements: bool,
+}
+
+impl Default for RawSubscriptions {
+    fn default() -> Self {
+        RawSubscriptions {
+            subscribed_statuses: vec!["active".into(), "trialing".into()],
+            cache_ttl_seconds: 300,
+            entitlements: false,
+        }
+    }
+}
+
+/// Header names set on proxied requests; empty = not sent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawIdentityHeaders {
+    pub user_id: String,
+    pub email: String,
+    pub customer: String,
+    pub subscription_status: String,
+    pub plan: String,
+    pub features: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawGate {
+    pub path: String,
+    pub require: String,
+    pub plans: Vec<String>,
+    pub features: Vec<String>,
+    pub redirect: String,
+}
+
+impl Default for RawGate {
+    fn default() -> Self {
+        RawGate {
+            path: String::new(),
+            require: Require::Subscription.as_str().into(),
+            plans: Vec::new(),
+            features: Vec::new(),
+            redirect: String::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RawRoute {
@@ -285,6 +341,7 @@ pub fn default_routes() -> Vec<RawRoute> {
             Action::Webhook,
             Some("/api/stripe/webhook"),
         ),
+        RawRoute::new("/api/stripe/subscription", Action::Subscription, None),
     ]
 }
 
@@ -419,6 +476,9 @@ impl Reader<'_> {
             stripe: reader.section("stripe", file.remove("stripe")),
             checkout: reader.section("checkout", file.remove("checkout")),
             customers: reader.section("customers", file.remove("customers")),
+            subscriptions: reader.section("subscriptions", file.remove("subscriptions")),
+            identity_headers: reader.section("identity_headers", file.remove("identity_headers")),
+            gates: reader.section("gates", file.remove("gates")),
             routes: file
                 .remove("routes")
                 .map(|routes| reader.section("routes", Some(routes))),
@@ -782,6 +842,9 @@ pub struct Config {
     pub stripe: Stripe,
     pub checkout: Checkout,
     pub customers: Customers,
+    pub subscriptions: Subscriptions,
+    pub identity_headers: IdentityHeaders,
+    pub gates: Vec<Gate>,
     pub routes: Vec<Route>,
     /// The file as read, for `--check`.
     pub raw: RawConfig,
@@ -893,6 +956,65 @@ pub struct Customers {
     pub cache_capacity: u64,
 }
 
+#[derive(Debug, Clone)]
+pub struct Subscriptions {
+    /// Statuses that count as subscribed.
+    pub subscribed_statuses: Vec<String>,
+    pub cache_ttl: Duration,
+    /// Also read the customer's active Stripe Entitlements features.
+    pub entitlements: bool,
+}
+
+/// The statuses a kept subscription may have, in the order the best one is
+/// chosen (`canceled` and `incomplete_expired` are not kept).
+pub const SUBSCRIPTION_STATUSES: [&str; 6] = [
+    "active",
+    "trialing",
+    "past_due",
+    "unpaid",
+    "incomplete",
+    "paused",
+];
+
+/// The headers set on proxied requests for a verified session; `None` =
+/// not sent. Whatever a client sends under these names never reaches the
+/// app.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityHeaders {
+    pub user_id: Option<http::HeaderName>,
+    pub email: Option<http::HeaderName>,
+    pub customer: Option<http::HeaderName>,
+    pub subscription_status: Option<http::HeaderName>,
+    pub plan: Option<http::HeaderName>,
+    pub features: Option<http::HeaderName>,
+}
+
+impl IdentityHeaders {
+    /// Every configured name.
+    pub fn names(&self) -> impl Iterator<Item = &http::HeaderName> {
+        [
+            &self.user_id,
+            &self.email,
+            &self.customer,
+            &self.subscription_status,
+            &self.plan,
+            &self.features,
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// Whether any header needs the customer (a Stripe lookup).
+    pub fn need_customer(&self) -> bool {
+        self.customer.is_some() || self.need_subscription()
+    }
+
+    /// Whether any header needs the subscription state.
+    pub fn need_subscription(&self) -> bool {
+        self.subscription_status.is_some() || self.plan.is_some() || self.features.is_some()
+    }
+}
+
 /// `scheme://host[:port]`, lower-cased, with the scheme's default port
 /// dropped, so two spellings of one origin compare equal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -968,7 +1090,10 @@ impl Config {
         let has_secret_key = !raw.stripe.secret_key.is_empty();
         let checkout = validate_checkout(&raw.checkout, has_secret_key, p);
         let customers = validate_customers(&raw.customers, p);
+        let subscriptions = validate_subscriptions(&raw.subscriptions, p);
+        let identity_headers = validate_identity_headers(&raw.identity_headers, p);
         let routes = validate_routes(raw.routes.as_deref(), p);
+        let gates = validate_gates(&raw.gates, &checkout, &subscriptions, &routes, p);
         Some(Config {
             server,
             upstream,
@@ -976,6 +1101,9 @@ impl Config {
             stripe: stripe?,
             checkout,
             customers,
+            subscriptions,
+            identity_headers,
+            gates,
             routes,
             raw,
         })
@@ -1463,6 +1591,194 @@ fn validate_customers(raw: &RawCustomers, p: &mut Check) -> Customers {
     }
 }
 
+fn validate_subscriptions(raw: &RawSubscriptions, p: &mut Check) -> Subscriptions {
+    for (i, status) in raw.subscribed_statuses.iter().enumerate() {
+        if !SUBSCRIPTION_STATUSES.contains(&status.as_str()) {
+            let key = format!("subscriptions.subscribed_statuses[{i}]");
+            p.push(problem(
+                &key,
+                format!(
+                    "must be {}, not {}",
+                    one_of(SUBSCRIPTION_STATUSES),
+                    p.show(&key, status)
+                ),
+            ));
+        }
+    }
+    positive(raw.cache_ttl_seconds, "subscriptions.cache_ttl_seconds", p);
+    Subscriptions {
+        subscribed_statuses: raw.subscribed_statuses.clone(),
+        cache_ttl: secs(raw.cache_ttl_seconds),
+        entitlements: raw.entitlements,
+    }
+}
+
+/// Names the sidecar itself must own on the way to the app.
+const NOT_IDENTITY_HEADERS: [&str; 12] = [
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "authorization",
+    "cookie",
+    "x-request-id",
+    "x-forwarded-for",
+];
+
+fn validate_identity_headers(raw: &RawIdentityHeaders, p: &mut Check) -> IdentityHeaders {
+    let mut seen: Vec<http::HeaderName> = Vec::new();
+    let mut name = |field: &str, text: &str| -> Option<http::HeaderName> {
+        let key = format!("identity_headers.{field}");
+        if text.is_empty() {
+            return None;
+        }
+        let Ok(name) = http::HeaderName::try_from(text) else {
+            p.push(problem(
+                &key,
+                format!("not a header name: {}", p.show(&key, text)),
+            ));
+            return None;
+        };
+        if NOT_IDENTITY_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("proxy-") {
+            p.push(problem(
+                &key,
+                format!("{name} is a header the sidecar or the client owns; pick another name"),
+            ));
+            return None;
+        }
+        if seen.contains(&name) {
+            p.push(problem(
+                &key,
+                format!("{name} is already used by another identity header"),
+            ));
+            return None;
+        }
+        seen.push(name.clone());
+        Some(name)
+    };
+    IdentityHeaders {
+        user_id: name("user_id", &raw.user_id),
+        email: name("email", &raw.email),
+        customer: name("customer", &raw.customer),
+        subscription_status: name("subscription_status", &raw.subscription_status),
+        plan: name("plan", &raw.plan),
+        features: name("features", &raw.features),
+    }
+}
+
+fn validate_gates(
+    raw: &[RawGate],
+    checkout: &Checkout,
+    subscriptions: &Subscriptions,
+    routes: &[Route],
+    p: &mut Check,
+) -> Vec<Gate> {
+    let mut gates = Vec::new();
+    for (i, g) in raw.iter().enumerate() {
+        let at = |field: &str| format!("gates[{i}].{field}");
+        let pattern = match Pattern::new(&g.path) {
+            Ok(pattern) => Some(pattern),
+            Err(why) => {
+                p.push(problem(&at("path"), why));
+                None
+            }
+        };
+        if let Some(route) = pattern
+            .as_ref()
+            .and_then(|pattern| routes.iter().find(|r| pattern.covers_route(r)))
+        {
+            p.push(problem(
+                &at("path"),
+                format!(
+                    "can never apply to {}: that is a local route, answered by the sidecar",
+                    route.path
+                ),
+            ));
+        }
+        let require = Require::parse(&g.require).unwrap_or_else(|| {
+            p.push(problem(
+                &at("require"),
+                format!(
+                    "must be {}, not {}",
+                    one_of(Require::ALL.map(Require::as_str)),
+                    p.show(&at("require"), &g.require)
+                ),
+            ));
+            Require::Subscription
+        });
+        if require == Require::User && !(g.plans.is_empty() && g.features.is_empty()) {
+            p.push(problem(
+                &at("require"),
+                "must be \"subscription\" when plans or features are listed",
+            ));
+        }
+        let mut plans = Vec::new();
+        for (j, plan) in g.plans.iter().enumerate() {
+            match checkout.prices.get(plan) {
+                Some(id) => plans.push(id.clone()),
+                None if plan.starts_with("price_") => plans.push(plan.clone()),
+                None => p.push(problem(
+                    &format!("gates[{i}].plans[{j}]"),
+                    format!(
+                        "{} is neither a checkout.prices alias nor a price id (price_...)",
+                        p.show(&at("plans"), plan)
+                    ),
+                )),
+            }
+        }
+        for (j, feature) in g.features.iter().enumerate() {
+            if feature.is_empty() {
+                p.push(problem(
+                    &format!("gates[{i}].features[{j}]"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if !g.features.is_empty() && !subscriptions.entitlements {
+            p.push(problem(
+                &at("features"),
+                "needs subscriptions.entitlements = true (features are Stripe Entitlements)",
+            ));
+        }
+        let redirect = non_empty(&g.redirect);
+        if let Some(target) = &redirect {
+            let is_path = target.starts_with('/')
+                && !target.starts_with("//")
+                && !target.contains('\\')
+                && target.parse::<http::uri::PathAndQuery>().is_ok();
+            let allowed_url = url::Url::parse(target)
+                .ok()
+                .and_then(|url| Origin::of(&url))
+                .is_some_and(|origin| checkout.allowed_redirect_origins.contains(&origin))
+                && http::HeaderValue::from_str(target).is_ok();
+            if !(is_path || allowed_url) {
+                p.push(problem(
+                    &at("redirect"),
+                    format!(
+                        "must be a path (/pricing) or a URL on one of checkout.allowed_redirect_origins, not {}",
+                        p.show(&at("redirect"), target)
+                    ),
+                ));
+            }
+        }
+        if let Some(pattern) = pattern {
+            gates.push(Gate {
+                path: g.path.clone(),
+                pattern,
+                require,
+                plans,
+                features: g.features.clone(),
+                redirect,
+            });
+        }
+    }
+    gates
+}
+
 fn validate_routes(raw: Option<&[RawRoute]>, p: &mut Check) -> Vec<Route> {
     let defaults;
     let raw = match raw {
@@ -1602,7 +1918,8 @@ mod tests {
             [
                 "/api/stripe/create-checkout",
                 "/api/stripe/create-portal",
-                "/api/stripe/webhook"
+                "/api/stripe/webhook",
+                "/api/stripe/subscription"
             ]
         );
         assert_eq!(
@@ -1700,7 +2017,7 @@ mod tests {
             "auth.jwks_url: not an http(s) URL",
             "auth.user_id_claim: must not be empty",
             "auth.api_keys[0].sha256: must be the 64 hex digits",
-            "auth.api_keys[0].actions[0]: must be \"checkout\" or \"portal\"",
+            "auth.api_keys[0].actions[0]: must be \"checkout\", \"portal\" or \"subscription\"",
             "auth.api_keys[1].name: duplicate name",
             "auth.api_keys[1].actions: must name at least one action",
             "stripe.secret_key: must be a Stripe secret",
@@ -2247,7 +2564,7 @@ mod tests {
     }
 
     /// The repo's config.toml is the documented example: every key written
-    /// out (`[[auth.api_keys]]`, optional, only in a comment), each with its
+    /// out (`[[auth.api_keys]]` and `[[gates]]`, optional, only in comments), each with its
     /// default exactly as the `Default` impls hold it.
     #[test]
     fn repo_config_toml_writes_every_key_with_its_default() {
@@ -2262,6 +2579,8 @@ mod tests {
         if let Some(toml::Value::Table(auth)) = defaults.get_mut("auth") {
             auth.remove("api_keys");
         }
+        // `[[gates]]`, optional, is only in a comment too.
+        defaults.remove("gates");
         for (section, want) in &defaults {
             let written = &file.get(section);
             if let (toml::Value::Table(want), Some(toml::Value::Table(written))) = (want, written) {

@@ -201,7 +201,7 @@ impl Customers {
         let found = stripe_core::customer::SearchCustomer::new(query)
             .send(stripe)
             .await
-            .map_err(lookup_error)?;
+            .map_err(|e| lookup_error("Stripe customer search", e))?;
         let key = &self.settings.metadata_key;
         Ok(found
             .data
@@ -276,12 +276,12 @@ impl Customers {
     }
 }
 
-/// A search that failed: 500 when Stripe refused the key, else 503.
-fn lookup_error(error: StripeError) -> Error {
+/// A read of `what` that failed: 500 when Stripe refused the key, else 503.
+pub(crate) fn lookup_error(what: &str, error: StripeError) -> Error {
     if error.is_auth() {
         return Error::Stripe(error);
     }
-    Error::LookupUnavailable(format!("Stripe customer search: {error}"))
+    Error::LookupUnavailable(format!("{what}: {error}"))
 }
 
 /// Whether a customer's metadata names `user_id` exactly under `key`:

@@ -39,6 +39,15 @@ pub enum Error {
     RateLimited { retry_after: std::time::Duration },
     #[error("Billing is not configured")]
     BillingNotConfigured,
+    /// A gate needing a subscription the caller does not have.
+    #[error("An active subscription is required")]
+    NotSubscribed,
+    /// A gate needing a plan or a feature the caller's subscription lacks.
+    #[error("Your plan does not include this")]
+    PlanNotIncluded,
+    /// A browser refused by a gate, sent to the gate's `redirect`.
+    #[error("Sent to the gate's redirect")]
+    SeeOther(HeaderValue),
     #[error("Webhook secret is not configured")]
     WebhookNotConfigured,
     /// A caller refused by `identity`.
@@ -95,6 +104,9 @@ impl Error {
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::NotSubscribed => StatusCode::PAYMENT_REQUIRED,
+            Error::PlanNotIncluded => StatusCode::FORBIDDEN,
+            Error::SeeOther(_) => StatusCode::SEE_OTHER,
             Error::BillingNotConfigured
             | Error::WebhookNotConfigured
             | Error::LookupUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -155,6 +167,12 @@ impl Error {
 
     /// The reply for this error: the only place errors become HTTP.
     pub fn into_response(self) -> Response<Body> {
+        if let Error::SeeOther(location) = self {
+            let mut response = Response::new(body::full(""));
+            *response.status_mut() = StatusCode::SEE_OTHER;
+            response.headers_mut().insert(header::LOCATION, location);
+            return response;
+        }
         let (status, message) = self.reply();
         let mut response = body::json(status, &serde_json::json!({ "error": message }));
         match self {

@@ -240,6 +240,16 @@ impl Identity {
         }
     }
 
+    /// The verified session in these headers, for identity headers and
+    /// gates: `None` without one (an API key is not a session here); a
+    /// present but unusable token is refused.
+    pub async fn session(&self, headers: &HeaderMap) -> Result<Option<Arc<User>>, Rejection> {
+        match credential(headers, &self.settings)? {
+            Some(Credential::Jwt(token)) => self.verify(&token).await.map(Some),
+            Some(Credential::ApiKey(_)) | None => Ok(None),
+        }
+    }
+
     /// Verifies a session token, from the cache when it was verified before.
     async fn verify(&self, token: &str) -> Result<Arc<User>, Rejection> {
         if token.len() > MAX_TOKEN_BYTES {

@@ -6,11 +6,16 @@
 //! against the route table ([`routes`]) and goes either to a local handler
 //! in [`billing`] (after [`identity`] says who is calling; [`customers`]
 //! and [`stripe`] behind it) or to the app ([`proxy`]); every failure is one
-//! [`error::Error`] turned into HTTP in one place. [`config`] builds the
+//! [`error::Error`] turned into HTTP in one place. A proxied request may
+//! first meet a [`gates`] rule and carries identity headers; both read the
+//! caller's [`subscriptions`] state, synced from Stripe. [`config`] builds the
 //! validated configuration everything starts from, [`admin`] serves health
 //! and [`metrics`], [`logging`] writes the JSON lines, [`body`] holds the
 //! body type and its helpers, [`http_client`] the outbound HTTPS client.
 #![forbid(unsafe_code)]
+// async-stripe's nested types overflow the default when checking a
+// request future is `Send`.
+#![recursion_limit = "256"]
 
 pub mod admin;
 pub mod app;
@@ -21,6 +26,7 @@ pub mod customers;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod gates;
 pub mod http_client;
 pub mod identity;
 pub mod logging;
@@ -30,6 +36,7 @@ pub mod rate_limit;
 pub mod routes;
 pub mod server;
 pub mod stripe;
+pub mod subscriptions;
 
 pub use config::Config;
 pub use server::{Server, Signal, Stopped};

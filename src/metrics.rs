@@ -17,8 +17,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::gates::Decision;
 use crate::identity::Rejection;
 use crate::routes::Action;
+use crate::subscriptions::Trigger;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -50,6 +52,12 @@ struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncLabels {
+    trigger: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -120,11 +128,13 @@ impl StripeOutcome {
 
 /// `endpoint` of `stripe_sidecar_stripe_requests_total`, by Stripe API path
 /// (after `/v1`); any other path is `other`.
-const STRIPE_ENDPOINTS: [(&str, &str); 4] = [
+const STRIPE_ENDPOINTS: [(&str, &str); 6] = [
     ("/checkout/sessions", "checkout_sessions"),
     ("/billing_portal/sessions", "billing_portal_sessions"),
     ("/customers/search", "customers_search"),
     ("/customers", "customers"),
+    ("/subscriptions", "subscriptions"),
+    ("/entitlements/active_entitlements", "active_entitlements"),
 ];
 
 fn stripe_endpoint(path: &str) -> &'static str {
@@ -154,6 +164,37 @@ fn rejection_reason(rejection: Rejection) -> &'static str {
     }
 }
 
+/// `result` of `stripe_sidecar_gate_decisions_total`.
+fn gate_result(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Allowed => "allowed",
+        Decision::NoSession => "no_session",
+        Decision::InvalidSession => "invalid_session",
+        Decision::NotSubscribed => "not_subscribed",
+        Decision::WrongPlan => "wrong_plan",
+        Decision::MissingFeature => "missing_feature",
+        Decision::Unavailable => "unavailable",
+    }
+}
+
+/// `trigger` of `stripe_sidecar_subscription_syncs_total`.
+fn sync_trigger(trigger: Trigger) -> &'static str {
+    match trigger {
+        Trigger::Miss => "miss",
+        Trigger::Webhook => "webhook",
+        Trigger::Refresh => "refresh",
+    }
+}
+
+/// `outcome` of `stripe_sidecar_subscription_syncs_total`.
+fn sync_outcome(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "error"
+    }
+}
+
 fn duration_histogram() -> Histogram {
     // 1 ms to ~33 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -169,6 +210,8 @@ pub struct Metrics {
     auth_rejections: Family<ReasonLabel, Counter>,
     upstream_errors: Family<KindLabel, Counter>,
     rate_limited: Family<ActionLabel, Counter>,
+    gate_decisions: Family<ResultLabel, Counter>,
+    subscription_syncs: Family<SyncLabels, Counter>,
     connections: Gauge,
 }
 
@@ -184,6 +227,8 @@ impl Default for Metrics {
             auth_rejections: Family::default(),
             upstream_errors: Family::default(),
             rate_limited: Family::default(),
+            gate_decisions: Family::default(),
+            subscription_syncs: Family::default(),
             connections: Gauge::default(),
             registry: Registry::default(),
         };
@@ -221,6 +266,16 @@ impl Default for Metrics {
             "rate_limited",
             "Requests refused by checkout.rate_limit_per_minute, by action",
             metrics.rate_limited.clone(),
+        );
+        registry.register(
+            "gate_decisions",
+            "Requests on gated paths, by decision",
+            metrics.gate_decisions.clone(),
+        );
+        registry.register(
+            "subscription_syncs",
+            "Subscription state read from Stripe, by trigger and outcome",
+            metrics.subscription_syncs.clone(),
         );
         registry.register(
             "connections",
@@ -262,6 +317,22 @@ impl Default for Metrics {
                 .get_or_create(&ActionLabel { action })
                 .get();
         }
+        for decision in Decision::ALL {
+            let result = gate_result(decision);
+            metrics
+                .gate_decisions
+                .get_or_create(&ResultLabel { result })
+                .get();
+        }
+        for trigger in Trigger::ALL {
+            for ok in [true, false] {
+                let labels = SyncLabels {
+                    trigger: sync_trigger(trigger),
+                    outcome: sync_outcome(ok),
+                };
+                metrics.subscription_syncs.get_or_create(&labels).get();
+            }
+        }
         for rejection in Rejection::ALL {
             let reason = rejection_reason(rejection);
             metrics
@@ -293,6 +364,21 @@ impl Metrics {
         self.stripe_requests
             .get_or_create(&StripeLabels { endpoint, outcome })
             .inc();
+    }
+
+    pub fn gate_decision(&self, decision: Decision) {
+        let result = gate_result(decision);
+        self.gate_decisions
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    pub fn subscription_sync(&self, trigger: Trigger, ok: bool) {
+        let labels = SyncLabels {
+            trigger: sync_trigger(trigger),
+            outcome: sync_outcome(ok),
+        };
+        self.subscription_syncs.get_or_create(&labels).inc();
     }
 
     pub fn customer_cache(&self, hit: bool) {

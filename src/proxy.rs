@@ -48,6 +48,8 @@ pub struct Proxy {
     authority: http::uri::Authority,
     read_timeout: Option<Duration>,
     trusted_proxies: Vec<IpNet>,
+    /// `[identity_headers]` names: never passed on from the client.
+    identity_names: Vec<HeaderName>,
     metrics: Arc<Metrics>,
     /// Upgraded connections (WebSockets), which outlive their request;
     /// shutdown waits for them.
@@ -55,7 +57,12 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(upstream: &Upstream, trusted_proxies: Vec<IpNet>, metrics: Arc<Metrics>) -> Proxy {
+    pub fn new(
+        upstream: &Upstream,
+        trusted_proxies: Vec<IpNet>,
+        identity_names: Vec<HeaderName>,
+        metrics: Arc<Metrics>,
+    ) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(upstream.connect_timeout));
         connector.set_nodelay(true);
@@ -73,6 +80,7 @@ impl Proxy {
             authority: upstream.authority.clone(),
             read_timeout: upstream.read_timeout,
             trusted_proxies,
+            identity_names,
             metrics,
             tunnels: TaskTracker::new(),
         }
@@ -82,16 +90,25 @@ impl Proxy {
         &self.tunnels
     }
 
-    /// Forwards one request from `peer` to the app and returns the app's
-    /// response. An upgrade the app accepts becomes a tunnel.
+    /// Forwards one request from `peer` to the app, with `identity` as
+    /// its identity headers, and returns the app's response. An upgrade
+    /// the app accepts becomes a tunnel.
     pub async fn forward(
         &self,
         mut request: Request<Body>,
         peer: SocketAddr,
+        identity: Vec<(HeaderName, HeaderValue)>,
     ) -> Result<Response<Body>, Error> {
         let asked = upgrade_protocols(request.headers());
         let client_side = asked.is_some().then(|| hyper::upgrade::on(&mut request));
         strip_hop_by_hop(request.headers_mut(), asked.is_some());
+        // After the hop-by-hop pass, so `Connection` cannot remove them.
+        for name in &self.identity_names {
+            request.headers_mut().remove(name);
+        }
+        for (name, value) in identity {
+            request.headers_mut().insert(name, value);
+        }
         request.headers_mut().remove(header::EXPECT);
         self.set_forwarding(request.headers_mut(), peer.ip());
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -395,7 +412,12 @@ mod tests {
     fn proxy(trusted: &[&str]) -> Proxy {
         let config = crate::config::Config::parse("", &|_| None).unwrap();
         let trusted = trusted.iter().map(|n| n.parse().unwrap()).collect();
-        Proxy::new(&config.upstream, trusted, Arc::new(Metrics::default()))
+        Proxy::new(
+            &config.upstream,
+            trusted,
+            Vec::new(),
+            Arc::new(Metrics::default()),
+        )
     }
 
     fn forwarded(trusted: &[&str], peer: &str, pairs: &[(&str, &str)]) -> HeaderMap {

@@ -17,10 +17,16 @@ pub enum Action {
     Checkout,
     Portal,
     Webhook,
+    Subscription,
 }
 
 impl Action {
-    pub const ALL: [Action; 3] = [Action::Checkout, Action::Portal, Action::Webhook];
+    pub const ALL: [Action; 4] = [
+        Action::Checkout,
+        Action::Portal,
+        Action::Webhook,
+        Action::Subscription,
+    ];
 
     /// The name in `config.toml`, the logs and the metrics.
     pub fn as_str(self) -> &'static str {
@@ -28,6 +34,16 @@ impl Action {
             Action::Checkout => "checkout",
             Action::Portal => "portal",
             Action::Webhook => "webhook",
+            Action::Subscription => "subscription",
+        }
+    }
+
+    /// The one method a route doing this answers (others get 405 with
+    /// this as `Allow`).
+    pub fn method(self) -> &'static str {
+        match self {
+            Action::Subscription => "GET",
+            _ => "POST",
         }
     }
 
@@ -159,7 +175,8 @@ pub enum Match<'a> {
         route: &'a Route,
         params: Vec<(String, String)>,
     },
-    /// A local route path with another method: 405 with `Allow: POST`.
+    /// A local route path with another method: 405 with `Allow` the
+    /// route's method.
     WrongMethod {
         route: &'a Route,
     },
@@ -170,9 +187,6 @@ pub enum Match<'a> {
     NotFound,
     Proxy,
 }
-
-/// Local routes are all answered to `POST`.
-pub const ALLOW: &str = "POST";
 
 /// The compiled routes, matched in configuration order.
 #[derive(Debug, Clone)]
@@ -196,7 +210,7 @@ impl RouteTable {
         let segments = normalize(path);
         for route in &self.routes {
             if let Some(params) = route.params(&segments) {
-                if method == Method::POST {
+                if method.as_str() == route.action.method() {
                     return Match::Local { route, params };
                 }
                 return Match::WrongMethod { route };

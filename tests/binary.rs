@@ -111,7 +111,7 @@ fn check_prints_the_effective_config_with_every_secret_redacted() {
     );
     assert_eq!(
         printed["routes"].as_array().map(Vec::len),
-        Some(3),
+        Some(4),
         "the default routes"
     );
 }

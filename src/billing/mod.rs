@@ -13,9 +13,11 @@
 
 pub mod checkout;
 pub mod portal;
+pub mod subscription;
 pub mod webhook;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
@@ -28,12 +30,14 @@ use crate::error::Error;
 use crate::identity::{Caller, Named, Rejection, Subject};
 use crate::routes::{Action, Route};
 use crate::stripe::Stripe;
+use crate::subscriptions::{Account, Subscriptions};
 
 /// What the billing handlers run on, built once at start-up.
 pub struct Billing {
     /// `None` without `stripe.secret_key`: checkout and portal answer 503.
     pub stripe: Option<Stripe>,
     pub customers: Customers,
+    pub subscriptions: Subscriptions,
     pub checkout: config::Checkout,
     pub webhooks: config::Stripe,
     /// `customers.metadata_key`: reserved in checkout metadata too.
@@ -51,13 +55,17 @@ impl Billing {
         caller: &Caller,
         request: Request<Bytes>,
     ) -> Result<Response<Bytes>, Error> {
-        let needs_user = route.action == Action::Portal || self.checkout.require_sign_in;
+        let needs_user = route.action != Action::Checkout || self.checkout.require_sign_in;
         if needs_user && *caller == Caller::Anonymous {
             return Err(Rejection::NotSignedIn.into());
         }
         let Some(stripe) = &self.stripe else {
             return Err(Error::BillingNotConfigured);
         };
+        if route.action == Action::Subscription {
+            let reply = subscription::answer(self, stripe, caller, request.uri()).await?;
+            return Ok(json_reply(route.status, &reply));
+        }
         let body = json_object(request.body())?;
         let subject = caller.subject(named(&body)?)?;
         if needs_user && subject == Subject::Anonymous {
@@ -74,18 +82,61 @@ impl Billing {
                 checkout::create(self, stripe, route, params, &subject, max_trial, &body).await?
             }
             Action::Portal => portal::create(self, stripe, &subject, &body).await?,
-            Action::Webhook => {
-                return Err(Error::Internal("webhooks are not answered here".into()))
+            Action::Webhook | Action::Subscription => {
+                return Err(Error::Internal("answered elsewhere".into()))
             }
         };
-        let mut response = Response::new(Bytes::from(reply.to_string()));
-        *response.status_mut() = route.status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        Ok(response)
+        Ok(json_reply(route.status, &reply))
     }
+
+    /// A signed-in user's customer and, when `with_state`, its
+    /// subscription state: for identity headers and gates.
+    pub async fn account(&self, user_id: &str, with_state: bool) -> Result<Account, Error> {
+        let stripe = self.stripe.as_ref().ok_or(Error::BillingNotConfigured)?;
+        let customer = self.customers.find(stripe, user_id).await?;
+        if !with_state {
+            return Ok(Account {
+                customer,
+                state: Arc::default(),
+            });
+        }
+        self.account_of(stripe, customer, false).await
+    }
+
+    /// `customer`'s state (a fresh read with `refresh`); none without a
+    /// customer.
+    pub async fn account_of(
+        &self,
+        stripe: &Stripe,
+        customer: Option<String>,
+        refresh: bool,
+    ) -> Result<Account, Error> {
+        let Some(id) = customer else {
+            return Ok(Account {
+                customer: None,
+                state: Arc::default(),
+            });
+        };
+        let state = match refresh {
+            true => self.subscriptions.refresh(Some(stripe), &id).await?,
+            false => self.subscriptions.get(Some(stripe), &id).await?,
+        };
+        Ok(Account {
+            customer: Some(id),
+            state,
+        })
+    }
+}
+
+/// A JSON reply with `status`.
+fn json_reply(status: http::StatusCode, reply: &Value) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(reply.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// The body as a JSON object.

@@ -29,7 +29,6 @@ use subtle::ConstantTimeEq;
 use super::checkout::USER_ID;
 use super::Billing;
 use crate::body::{self, Body};
-use crate::customers::Customers;
 use crate::error::Error;
 use crate::proxy::Proxy;
 use crate::routes::Route;
@@ -70,7 +69,7 @@ pub async fn handle(
     signature
         .verify(&body, &settings.webhook_secrets)
         .map_err(refused)?;
-    apply(&body, &billing.customers).await;
+    apply(&body, billing).await;
     let Some(forward_to) = &route.forward_to else {
         return Ok(body::json(StatusCode::OK, &json!({ "received": true })));
     };
@@ -82,7 +81,11 @@ pub async fn handle(
         .parse()
         .map_err(|e: http::uri::InvalidUri| Error::Internal(e.into()))?;
     proxy
-        .forward(Request::from_parts(parts, body::full(body)), peer)
+        .forward(
+            Request::from_parts(parts, body::full(body)),
+            peer,
+            Vec::new(),
+        )
         .await
 }
 
@@ -164,33 +167,58 @@ pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
     hex::encode(mac.sign().as_ref())
 }
 
-/// Applies a verified event to the customer cache. Events the sidecar does
-/// not use, or cannot read, change nothing (they are still forwarded).
-async fn apply(event: &Bytes, customers: &Customers) {
+/// The events after which the event's customer's subscription state is
+/// read again from Stripe (the SPEC's list).
+const SYNC_EVENTS: [&str; 15] = [
+    "checkout.session.completed",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "customer.subscription.pending_update_applied",
+    "customer.subscription.pending_update_expired",
+    "customer.subscription.trial_will_end",
+    "invoice.paid",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
+    "invoice.payment_action_required",
+    "invoice.marked_uncollectible",
+    "entitlements.active_entitlement_summary.updated",
+];
+
+/// Applies a verified event to the customer cache and the subscription
+/// state, returning once any sync it causes has finished or failed.
+/// Events the sidecar does not use, or cannot read, change nothing (they
+/// are still forwarded).
+async fn apply(event: &Bytes, billing: &Billing) {
     let Ok(event) = serde_json::from_slice::<Value>(event) else {
         return;
     };
     let object = &event["data"]["object"];
-    match event["type"].as_str() {
-        Some("checkout.session.completed") => {
-            let user = object["client_reference_id"].as_str();
-            // Only a session this sidecar made names its user twice; a
-            // Payment Link's `client_reference_id` is whatever the link said.
-            let ours = user.is_some() && object["metadata"][USER_ID].as_str() == user;
-            // `customer` is an id, or the object when expanded.
-            let customer = object["customer"]
-                .as_str()
-                .or_else(|| object["customer"]["id"].as_str());
-            if let (true, Some(user), Some(customer)) = (ours, user, customer) {
-                customers.remember(user, customer).await;
-            }
+    // `customer` is an id, or the object when expanded.
+    let customer = object["customer"]
+        .as_str()
+        .or_else(|| object["customer"]["id"].as_str());
+    let kind = event["type"].as_str().unwrap_or_default();
+    if kind == "checkout.session.completed" {
+        let user = object["client_reference_id"].as_str();
+        // Only a session this sidecar made names its user twice; a
+        // Payment Link's `client_reference_id` is whatever the link said.
+        let ours = user.is_some() && object["metadata"][USER_ID].as_str() == user;
+        if let (true, Some(user), Some(customer)) = (ours, user, customer) {
+            billing.customers.remember(user, customer).await;
         }
-        Some("customer.deleted") => {
-            if let Some(customer) = object["id"].as_str() {
-                customers.forget_customer(customer);
-            }
+    }
+    if kind == "customer.deleted" {
+        if let Some(customer) = object["id"].as_str() {
+            billing.customers.forget_customer(customer);
+            billing.subscriptions.forget(customer).await;
         }
-        _ => {}
+    }
+    if let (true, Some(customer)) = (SYNC_EVENTS.contains(&kind), customer) {
+        let stripe = billing.stripe.as_ref();
+        billing.subscriptions.event(stripe, customer).await;
     }
 }
 

@@ -1,0 +1,444 @@
+//! Each customer's subscription state, and the one function that syncs it
+//! from Stripe.
+//!
+//! A customer's [`State`] is its subscriptions (all but `canceled` and
+//! `incomplete_expired`) and, with `subscriptions.entitlements`, the lookup
+//! keys of its active Entitlements features. It is read from Stripe
+//! (`GET /v1/subscriptions?customer=..&status=all`, then the active
+//! entitlements), never from an event's payload, so events that arrive
+//! late, twice or out of order do no harm: whatever triggers a sync, the
+//! state is what Stripe says now.
+//!
+//! Syncs of one customer run one at a time (a per-customer async lock),
+//! and a caller waiting on the lock takes the result of any sync that
+//! started after it asked instead of running another: concurrent syncs of
+//! one customer are one. A reader takes the cached state while it is
+//! younger than `subscriptions.cache_ttl_seconds`; a webhook event needs a
+//! sync that started after the event arrived; `?refresh=true` accepts one
+//! from the last [`REFRESH_WINDOW`]. A failed sync serves the last known
+//! state; with none, the caller gets the error. Hand-written rather than
+//! moka's `try_get_with` because that shares a load only between callers
+//! that missed together, and a webhook must never take a read that began
+//! before its event.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use serde_json::{json, Value};
+use stripe_billing::subscription::{ListSubscription, ListSubscriptionStatus};
+use stripe_misc::entitlements_active_entitlement::ListEntitlementsActiveEntitlement;
+
+use crate::config;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::stripe::{Stripe, StripeError};
+
+/// A `?refresh=true` within this long of the customer's last sync is
+/// served from the cache.
+pub const REFRESH_WINDOW: Duration = Duration::from_secs(2);
+/// After a failed sync, readers get the last known state without waiting
+/// on Stripe again for this long.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// Pages of 100 read at most per list (10,000 subscriptions).
+const MAX_PAGES: usize = 100;
+
+/// One kept subscription, as the subscription route shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub id: String,
+    pub status: String,
+    pub price_ids: Vec<String>,
+    /// The `checkout.prices` alias of the first price.
+    pub plan: Option<String>,
+    pub current_period_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+    pub trial_end: Option<i64>,
+    pub created: i64,
+}
+
+impl Subscription {
+    /// Whether its status is one of `statuses` (the subscribed ones).
+    pub fn is_in(&self, statuses: &[String]) -> bool {
+        statuses.contains(&self.status)
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "status": self.status,
+            "priceIds": self.price_ids,
+            "plan": self.plan,
+            "currentPeriodEnd": self.current_period_end,
+            "cancelAtPeriodEnd": self.cancel_at_period_end,
+            "trialEnd": self.trial_end,
+        })
+    }
+}
+
+/// A customer's subscriptions and active features.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    pub subscriptions: Vec<Subscription>,
+    pub features: Vec<String>,
+}
+
+impl State {
+    /// The subscription the customer's status and plan come from: by
+    /// status (active, trialing, past_due, unpaid, incomplete, paused),
+    /// then the most recently created.
+    pub fn best(&self) -> Option<&Subscription> {
+        let rank = |s: &Subscription| {
+            config::SUBSCRIPTION_STATUSES
+                .iter()
+                .position(|status| *status == s.status)
+                .unwrap_or(usize::MAX)
+        };
+        self.subscriptions
+            .iter()
+            .min_by(|a, b| rank(a).cmp(&rank(b)).then(b.created.cmp(&a.created)))
+    }
+}
+
+/// Whose state it is: the customer (`None`: the user has none yet) and
+/// the state (empty without a customer).
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub customer: Option<String>,
+    pub state: Arc<State>,
+}
+
+impl Account {
+    /// The `GET /api/stripe/subscription` reply.
+    pub fn to_json(&self, subscribed_statuses: &[String]) -> Value {
+        let best = self.state.best();
+        let subscribed = self
+            .state
+            .subscriptions
+            .iter()
+            .any(|s| s.is_in(subscribed_statuses));
+        json!({
+            "customerId": self.customer,
+            "subscribed": subscribed,
+            "status": self.status(),
+            "plan": best.and_then(|s| s.plan.clone()),
+            "priceId": best.and_then(|s| s.price_ids.first().cloned()),
+            "currentPeriodEnd": best.and_then(|s| s.current_period_end),
+            "cancelAtPeriodEnd": best.map(|s| s.cancel_at_period_end),
+            "trialEnd": best.and_then(|s| s.trial_end),
+            "features": self.state.features,
+            "subscriptions": self.state.subscriptions.iter().map(Subscription::to_json).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The best subscription's status, or `none`.
+    pub fn status(&self) -> &str {
+        self.state.best().map_or("none", |s| s.status.as_str())
+    }
+
+    /// The best subscription's plan alias.
+    pub fn plan(&self) -> Option<&str> {
+        self.state.best().and_then(|s| s.plan.as_deref())
+    }
+}
+
+/// What started a sync: `trigger` of `stripe_sidecar_subscription_syncs_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Nothing cached, or older than the TTL.
+    Miss,
+    /// A verified webhook event for the customer.
+    Webhook,
+    /// `GET /api/stripe/subscription?refresh=true`.
+    Refresh,
+}
+
+impl Trigger {
+    pub const ALL: [Trigger; 3] = [Trigger::Miss, Trigger::Webhook, Trigger::Refresh];
+}
+
+/// The states, built once at start-up.
+pub struct Subscriptions {
+    settings: config::Subscriptions,
+    /// Price id -> `checkout.prices` alias.
+    aliases: HashMap<String, String>,
+    slots: Cache<String, Arc<Slot>>,
+    metrics: Arc<Metrics>,
+}
+
+/// One customer's state and its sync lock.
+#[derive(Default)]
+struct Slot {
+    /// Held while a sync of this customer runs.
+    syncing: tokio::sync::Mutex<()>,
+    known: Mutex<Known>,
+}
+
+#[derive(Default, Clone)]
+struct Known {
+    state: Option<Arc<State>>,
+    /// When the sync that read `state` started.
+    synced: Option<Instant>,
+    /// When the last failed sync started.
+    failed: Option<Instant>,
+}
+
+impl Slot {
+    fn known(&self) -> MutexGuard<'_, Known> {
+        // Known is plain data, whole after any panic: keep going.
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The state, if a sync that started at or after `since` read it.
+    fn synced_since(&self, since: Option<Instant>) -> Option<Arc<State>> {
+        let known = self.known();
+        let fresh = match (known.synced, since) {
+            (Some(synced), Some(since)) => synced >= since,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        known.state.clone().filter(|_| fresh)
+    }
+}
+
+impl Subscriptions {
+    pub fn new(
+        settings: &config::Subscriptions,
+        prices: &std::collections::BTreeMap<String, String>,
+        capacity: u64,
+        metrics: Arc<Metrics>,
+    ) -> Subscriptions {
+        Subscriptions {
+            settings: settings.clone(),
+            aliases: prices
+                .iter()
+                .map(|(alias, id)| (id.clone(), alias.clone()))
+                .collect(),
+            slots: Cache::builder().max_capacity(capacity).build(),
+            metrics,
+        }
+    }
+
+    /// The statuses that count as subscribed.
+    pub fn subscribed_statuses(&self) -> &[String] {
+        &self.settings.subscribed_statuses
+    }
+
+    /// The customer's state: cached while younger than the TTL, else synced.
+    pub async fn get(&self, stripe: Option<&Stripe>, customer: &str) -> Result<Arc<State>, Error> {
+        let since = Instant::now().checked_sub(self.settings.cache_ttl);
+        self.state(stripe, customer, Trigger::Miss, since).await
+    }
+
+    /// The customer's state from a sync that started at most
+    /// [`REFRESH_WINDOW`] ago (`?refresh=true`).
+    pub async fn refresh(
+        &self,
+        stripe: Option<&Stripe>,
+        customer: &str,
+    ) -> Result<Arc<State>, Error> {
+        let since = Instant::now().checked_sub(REFRESH_WINDOW);
+        self.state(stripe, customer, Trigger::Refresh, since).await
+    }
+
+    /// Syncs the customer after a verified event; returns when the sync has
+    /// finished or failed.
+    pub async fn event(&self, stripe: Option<&Stripe>, customer: &str) {
+        let since = Some(Instant::now());
+        if let Err(error) = self.state(stripe, customer, Trigger::Webhook, since).await {
+            tracing::warn!(customer, %error, "could not sync a customer's subscriptions after an event");
+        }
+    }
+
+    /// Drops a deleted customer's state.
+    pub async fn forget(&self, customer: &str) {
+        self.slots.invalidate(customer).await;
+    }
+
+    async fn state(
+        &self,
+        stripe: Option<&Stripe>,
+        customer: &str,
+        trigger: Trigger,
+        since: Option<Instant>,
+    ) -> Result<Arc<State>, Error> {
+        let asked = Instant::now();
+        let slot = self
+            .slots
+            .get_with_by_ref(customer, async { Arc::default() })
+            .await;
+        if let Some(state) = slot.synced_since(since) {
+            return Ok(state);
+        }
+        let _one_at_a_time = slot.syncing.lock().await;
+        if let Some(state) = slot.synced_since(since) {
+            return Ok(state);
+        }
+        let known = slot.known().clone();
+        let last = || {
+            let cause = "the sync this request waited on failed".to_string();
+            known.state.clone().ok_or(Error::LookupUnavailable(cause))
+        };
+        if let Some(failed) = known.failed {
+            // A sync that started after this caller asked has failed: share
+            // its outcome rather than queue another behind it.
+            if failed >= asked {
+                return last();
+            }
+            // Readers during an outage get the last state at once.
+            if trigger == Trigger::Miss
+                && known.state.is_some()
+                && failed.elapsed() < RETRY_AFTER_FAILURE
+            {
+                return last();
+            }
+        }
+        let started = Instant::now();
+        let fetched = match stripe {
+            Some(stripe) => self.fetch(stripe, customer).await,
+            None => Err(StripeError::Unavailable("no stripe.secret_key".into())),
+        };
+        self.metrics.subscription_sync(trigger, fetched.is_ok());
+        let mut known = slot.known();
+        match fetched {
+            Ok(state) => {
+                let state = Arc::new(state);
+                known.state = Some(state.clone());
+                known.synced = Some(started);
+                Ok(state)
+            }
+            Err(error) => {
+                known.failed = Some(started);
+                match &known.state {
+                    Some(state) => {
+                        tracing::warn!(customer, %error, "subscription sync failed; serving the last known state");
+                        Ok(state.clone())
+                    }
+                    None => Err(crate::customers::lookup_error(
+                        "Stripe subscriptions",
+                        error,
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Reads the customer's state from Stripe.
+    async fn fetch(&self, stripe: &Stripe, customer: &str) -> Result<State, StripeError> {
+        let mut subscriptions = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut list = ListSubscription::new()
+                .customer(customer)
+                .status(ListSubscriptionStatus::All)
+                .limit(100);
+            if let Some(id) = after.take() {
+                list = list.starting_after(id);
+            }
+            let page = list.send(stripe).await?;
+            after = page.data.last().map(|s| s.id.to_string());
+            subscriptions.extend(page.data.iter().filter_map(|s| self.summary(s)));
+            if !page.has_more || after.is_none() {
+                break;
+            }
+        }
+        let mut features = Vec::new();
+        if self.settings.entitlements {
+            let mut after: Option<String> = None;
+            for _ in 0..MAX_PAGES {
+                let mut list = ListEntitlementsActiveEntitlement::new(customer).limit(100);
+                if let Some(id) = after.take() {
+                    list = list.starting_after(id);
+                }
+                let page = list.send(stripe).await?;
+                after = page.data.last().map(|e| e.id.to_string());
+                features.extend(page.data.into_iter().map(|e| e.lookup_key));
+                if !page.has_more || after.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(State {
+            subscriptions,
+            features,
+        })
+    }
+
+    /// A subscription as kept, or `None` for one that is over.
+    fn summary(&self, s: &stripe_billing::Subscription) -> Option<Subscription> {
+        let status = s.status.as_str();
+        if matches!(status, "canceled" | "incomplete_expired") {
+            return None;
+        }
+        let items = &s.items.data;
+        let price_ids: Vec<String> = items.iter().map(|item| item.price.id.to_string()).collect();
+        Some(Subscription {
+            id: s.id.to_string(),
+            status: status.to_string(),
+            plan: price_ids
+                .first()
+                .and_then(|id| self.aliases.get(id).cloned()),
+            price_ids,
+            // In the pinned API version the period lives on the items.
+            current_period_end: items.iter().map(|item| item.current_period_end).min(),
+            cancel_at_period_end: s.cancel_at_period_end,
+            trial_end: s.trial_end,
+            created: s.created,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(id: &str, status: &str, created: i64) -> Subscription {
+        Subscription {
+            id: id.into(),
+            status: status.into(),
+            price_ids: vec![format!("price_{id}")],
+            plan: None,
+            current_period_end: None,
+            cancel_at_period_end: false,
+            trial_end: None,
+            created,
+        }
+    }
+
+    /// The SPEC's order: status first, then the most recently created.
+    #[test]
+    fn the_best_subscription_is_chosen_by_status_then_age() {
+        let state = |subs: Vec<Subscription>| State {
+            subscriptions: subs,
+            features: vec![],
+        };
+        let cases = [
+            (vec![sub("a", "past_due", 9), sub("b", "active", 1)], "b"),
+            (vec![sub("a", "trialing", 9), sub("b", "active", 1)], "b"),
+            (vec![sub("a", "active", 1), sub("b", "active", 5)], "b"),
+            (vec![sub("a", "paused", 9), sub("b", "incomplete", 1)], "b"),
+            (vec![sub("a", "unpaid", 1), sub("b", "incomplete", 9)], "a"),
+        ];
+        for (subs, best) in cases {
+            assert_eq!(state(subs.clone()).best().unwrap().id, best, "{subs:?}");
+        }
+        assert!(State::default().best().is_none());
+    }
+
+    #[test]
+    fn no_subscription_reads_as_none_with_nulls() {
+        let account = Account {
+            customer: Some("cus_1".into()),
+            state: Arc::default(),
+        };
+        let statuses = ["active".to_string()];
+        assert_eq!(
+            account.to_json(&statuses),
+            json!({"customerId": "cus_1", "subscribed": false, "status": "none",
+                   "plan": null, "priceId": null, "currentPeriodEnd": null,
+                   "cancelAtPeriodEnd": null, "trialEnd": null,
+                   "features": [], "subscriptions": []})
+        );
+    }
+}
