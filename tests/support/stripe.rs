@@ -1,9 +1,10 @@
 //! A strict fake of the Stripe API for the end-to-end tests: a real HTTP/1.1
 //! keep-alive server on an ephemeral 127.0.0.1 port that answers the calls
 //! the sidecar makes (create a Checkout Session, create a Customer Portal
-//! session, search, create and retrieve customers) the way Stripe does, with
-//! Stripe's statuses, error bodies and messages, and with bodies built from
-//! Stripe's own example objects in `tests/fixtures/stripe/` so async-stripe
+//! session, search, create and retrieve customers, list a customer's
+//! subscriptions and active entitlements) the way Stripe does, with Stripe's
+//! statuses, error bodies and messages, and with bodies built from Stripe's
+//! own example objects in `tests/fixtures/stripe/` so async-stripe
 //! deserializes them.
 //!
 //! It is strict on purpose: unknown parameters, empty values, bad keys and
@@ -15,9 +16,30 @@
 //! delays, dropped connections) are queued per path prefix. Every request is
 //! recorded with the TCP connection it came on, to prove keep-alive reuse.
 //!
-//! It does not model anything else of Stripe: no payments, webhooks, expansion
-//! (`expand` is accepted and ignored), deletion, or search clauses other than
-//! `metadata['KEY']:'VALUE'`.
+//! Billing state is set by the tests, not by API calls: subscriptions
+//! ([`FakeStripe::add_subscription`] and its setters) in the shape of API
+//! version [`API_VERSION`] (the current period is on each item, not on the
+//! subscription), each `created` a second after the previous one so "most
+//! recently created" is always defined; active entitlements
+//! ([`FakeStripe::set_entitlements`]); and completed checkouts
+//! ([`FakeStripe::complete_checkout`]: customer, subscription, paid invoice
+//! and the events Stripe sends). [`FakeStripe::event`] builds any other event
+//! from an object as it is now; `support::events` signs and delivers them.
+//! `GET /v1/subscriptions` takes `customer`, `status` (Stripe's default:
+//! every status but `canceled`; `all`; `ended`), `price` (or `plan`),
+//! `limit`, `starting_after` / `ending_before`, and lists newest first;
+//! `GET /v1/entitlements/active_entitlements` needs `customer`. An unknown
+//! customer id lists nothing in both (real Stripe may instead answer 400
+//! `No such customer`; a `Fault` can simulate that). Subscriptions, checkout
+//! sessions, invoices and events can be retrieved by id.
+//!
+//! It does not model anything else of Stripe: no payments, no subscription
+//! or invoice API writes (no proration, renewals or dunning: periods and
+//! statuses change only when a test changes them), no webhook sending of its
+//! own, no list filters other than those above (Stripe's `created`,
+//! `collection_method`, `test_clock`... are refused as unknown), no expansion
+//! (`expand` is accepted and ignored), no deletion, and no search clauses
+//! other than `metadata['KEY']:'VALUE'`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -413,8 +435,8 @@ impl FakeStripe {
         })
     }
 
-    /// Sets `trial_end` (`None` ends no trial: it clears it), and
-    /// `trial_start` when the subscription had none.
+    /// Sets `trial_end` (and `trial_start`, to `created`, when there was
+    /// none); `None` clears both.
     pub fn set_trial_end(&self, id: &str, trial_end: Option<u64>) -> Value {
         self.update_subscription(id, |s| {
             s["trial_end"] = json!(trial_end);
@@ -1332,9 +1354,9 @@ impl State {
             "trialing",
             "unpaid",
         ];
-        if let Some(status) = status.filter(|s| !FILTERS.contains(s)) {
+        if status.is_some_and(|s| !FILTERS.contains(&s)) {
             let message = format!(
-                "Invalid status: must be one of {}, or unpaid (got {status})",
+                "Invalid status: must be one of {}, or unpaid",
                 FILTERS[..9].join(", ")
             );
             return Err(invalid(message, Some("status"), None));
