@@ -8,6 +8,7 @@ mod admin;
 mod billing;
 mod binary;
 mod deploy;
+mod fake_stripe;
 mod hardening;
 mod identity;
 mod properties;

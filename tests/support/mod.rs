@@ -1,8 +1,9 @@
 //! Shared helpers for the end-to-end tests: the fake upstream app, the
-//! sidecar launcher, and a raw HTTP/1.1 client for requests no well-behaved
-//! client library would send.
+//! fake Stripe API, the sidecar launcher, signed webhook delivery, and a raw
+//! HTTP/1.1 client for requests no well-behaved client library would send.
 
 pub mod app;
+pub mod events;
 pub mod raw;
 pub mod sidecar;
 pub mod stripe;

@@ -1,9 +1,10 @@
 //! A strict fake of the Stripe API for the end-to-end tests: a real HTTP/1.1
 //! keep-alive server on an ephemeral 127.0.0.1 port that answers the calls
 //! the sidecar makes (create a Checkout Session, create a Customer Portal
-//! session, search, create and retrieve customers) the way Stripe does, with
-//! Stripe's statuses, error bodies and messages, and with bodies built from
-//! Stripe's own example objects in `tests/fixtures/stripe/` so async-stripe
+//! session, search, create and retrieve customers, list a customer's
+//! subscriptions and active entitlements) the way Stripe does, with Stripe's
+//! statuses, error bodies and messages, and with bodies built from Stripe's
+//! own example objects in `tests/fixtures/stripe/` so async-stripe
 //! deserializes them.
 //!
 //! It is strict on purpose: unknown parameters, empty values, bad keys and
@@ -15,9 +16,30 @@
 //! delays, dropped connections) are queued per path prefix. Every request is
 //! recorded with the TCP connection it came on, to prove keep-alive reuse.
 //!
-//! It does not model anything else of Stripe: no payments, webhooks, expansion
-//! (`expand` is accepted and ignored), deletion, or search clauses other than
-//! `metadata['KEY']:'VALUE'`.
+//! Billing state is set by the tests, not by API calls: subscriptions
+//! ([`FakeStripe::add_subscription`] and its setters) in the shape of API
+//! version [`API_VERSION`] (the current period is on each item, not on the
+//! subscription), each `created` a second after the previous one so "most
+//! recently created" is always defined; active entitlements
+//! ([`FakeStripe::set_entitlements`]); and completed checkouts
+//! ([`FakeStripe::complete_checkout`]: customer, subscription, paid invoice
+//! and the events Stripe sends). [`FakeStripe::event`] builds any other event
+//! from an object as it is now; `support::events` signs and delivers them.
+//! `GET /v1/subscriptions` takes `customer`, `status` (Stripe's default:
+//! every status but `canceled`; `all`; `ended`), `price` (or `plan`),
+//! `limit`, `starting_after` / `ending_before`, and lists newest first;
+//! `GET /v1/entitlements/active_entitlements` needs `customer`. An unknown
+//! customer id lists nothing in both (real Stripe may instead answer 400
+//! `No such customer`; a `Fault` can simulate that). Subscriptions, checkout
+//! sessions, invoices and events can be retrieved by id.
+//!
+//! It does not model anything else of Stripe: no payments, no subscription
+//! or invoice API writes (no proration, renewals or dunning: periods and
+//! statuses change only when a test changes them), no webhook sending of its
+//! own, no list filters other than those above (Stripe's `created`,
+//! `collection_method`, `test_clock`... are refused as unknown), no expansion
+//! (`expand` is accepted and ignored), no deletion, and no search clauses
+//! other than `metadata['KEY']:'VALUE'`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -42,6 +64,33 @@ use url::form_urlencoded;
 const CHECKOUT_SESSION: &str = include_str!("../fixtures/stripe/checkout.session.json");
 const PORTAL_SESSION: &str = include_str!("../fixtures/stripe/billing_portal.session.json");
 const CUSTOMER: &str = include_str!("../fixtures/stripe/customer.json");
+const SUBSCRIPTION: &str = include_str!("../fixtures/stripe/subscription.json");
+const PRICE: &str = include_str!("../fixtures/stripe/price.json");
+const INVOICE: &str = include_str!("../fixtures/stripe/invoice.json");
+const ACTIVE_ENTITLEMENT: &str =
+    include_str!("../fixtures/stripe/entitlements.active_entitlement.json");
+const EVENT: &str = include_str!("../fixtures/stripe/event.json");
+
+/// The API version async-stripe 1.0.0-rc.10 pins; events say it.
+pub const API_VERSION: &str = "2026-09-30.endive";
+
+/// Every status a subscription can have.
+const SUBSCRIPTION_STATUSES: [&str; 8] = [
+    "incomplete",
+    "incomplete_expired",
+    "trialing",
+    "active",
+    "past_due",
+    "canceled",
+    "unpaid",
+    "paused",
+];
+
+const DAY: u64 = 24 * 3600;
+/// A monthly price's period, as the fake counts it.
+const PERIOD: u64 = 30 * DAY;
+/// The trial a subscription seeded as `trialing` gets.
+const SEEDED_TRIAL: u64 = 14 * DAY;
 
 /// One request as the fake received it.
 #[derive(Debug, Clone)]
@@ -150,11 +199,57 @@ struct State {
     /// In creation order.
     customers: Vec<StoredCustomer>,
     checkout_sessions: Vec<Value>,
+    /// Checkout session id -> what completing it needs that the session
+    /// object does not show (Stripe keeps line items apart too).
+    orders: HashMap<String, Order>,
     portal_sessions: Vec<Value>,
+    /// In creation order.
+    subscriptions: Vec<Value>,
+    /// The last `created` given to a subscription: each new one gets a later
+    /// second, so "most recently created" is defined within one real second.
+    last_created: u64,
+    invoices: Vec<Value>,
+    /// Every event made, for `GET /v1/events/{id}`.
+    events: Vec<Value>,
+    /// Customer -> active entitlements, in the order set.
+    entitlements: HashMap<String, Vec<Value>>,
+    /// Lookup key -> feature id, so a feature keeps its id across customers.
+    features: HashMap<String, String>,
     /// (API key, Idempotency-Key) -> state; keys are scoped per API key at Stripe.
     idempotency: HashMap<(String, String), Idempotency>,
     /// Path prefix -> queued faults, in the order first registered.
     faults: Vec<(String, VecDeque<Fault>)>,
+}
+
+/// A Checkout Session's line items and subscription settings.
+struct Order {
+    /// (price id, quantity), in line order.
+    items: Vec<(String, u64)>,
+    subscription_metadata: serde_json::Map<String, Value>,
+    trial_days: Option<u64>,
+}
+
+/// What completing a Checkout Session made, and the events Stripe sends for it.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    /// The session as Stripe returns it after completion.
+    pub session: Value,
+    pub customer: String,
+    pub subscription: String,
+    pub invoice: String,
+    /// `checkout.session.completed`, `customer.subscription.created` and
+    /// `invoice.paid`, in that order (Stripe does not promise any order).
+    pub events: Vec<Value>,
+}
+
+impl Completed {
+    /// The event of this type; panics when there is none.
+    pub fn event(&self, kind: &str) -> &Value {
+        self.events
+            .iter()
+            .find(|e| e["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} event in {:?}", self.events))
+    }
 }
 
 struct StoredCustomer {
@@ -257,6 +352,266 @@ impl FakeStripe {
             Some((_, queue)) => queue.extend(faults),
             None => state.faults.push((path_prefix.into(), faults.into())),
         }
+    }
+
+    /// Seeds a subscription of `customer` (which must exist) with one item
+    /// per price, quantity 1, and returns its `sub_...` id. Unknown prices
+    /// are created as recurring ones. `trialing` gets a 14-day trial from
+    /// now; `canceled` is canceled at creation. Each subscription is
+    /// `created` a second after the one before, so the last one seeded is
+    /// the most recently created.
+    pub fn add_subscription(&self, customer: &str, prices: &[&str], status: &str) -> String {
+        assert!(
+            SUBSCRIPTION_STATUSES.contains(&status),
+            "not a subscription status: {status}"
+        );
+        let mut state = self.shared.lock();
+        assert!(
+            state.customer(customer).is_some(),
+            "add customer {customer} before its subscriptions"
+        );
+        let items: Vec<(String, u64)> = prices.iter().map(|p| (p.to_string(), 1)).collect();
+        for (price, _) in &items {
+            state.prices.entry(price.clone()).or_insert(true);
+        }
+        let mut subscription = state.new_subscription(customer, &items, Default::default(), false);
+        let created = subscription["created"].clone();
+        match status {
+            "trialing" => {
+                subscription["trial_start"] = created.clone();
+                subscription["trial_end"] =
+                    json!(created.as_u64().unwrap_or_default() + SEEDED_TRIAL);
+            }
+            "canceled" => {
+                for field in ["canceled_at", "ended_at"] {
+                    subscription[field] = created.clone();
+                }
+            }
+            _ => {}
+        }
+        subscription["status"] = json!(status);
+        let id = subscription["id"].as_str().unwrap_or_default().to_string();
+        state.subscriptions.push(subscription);
+        id
+    }
+
+    /// Changes a subscription in place (any field, `created` included) and
+    /// returns it as it is now, ready for [`FakeStripe::event`].
+    pub fn update_subscription(&self, id: &str, change: impl FnOnce(&mut Value)) -> Value {
+        let mut state = self.shared.lock();
+        let subscription = state
+            .subscriptions
+            .iter_mut()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("no subscription {id}"));
+        change(subscription);
+        subscription.clone()
+    }
+
+    /// Sets `status` and returns the subscription; `canceled` is
+    /// [`FakeStripe::cancel_subscription`].
+    pub fn set_subscription_status(&self, id: &str, status: &str) -> Value {
+        assert!(
+            SUBSCRIPTION_STATUSES.contains(&status),
+            "not a subscription status: {status}"
+        );
+        if status == "canceled" {
+            return self.cancel_subscription(id);
+        }
+        self.update_subscription(id, |s| s["status"] = json!(status))
+    }
+
+    /// Schedules (or unschedules) cancellation at the end of the current
+    /// period as Stripe records it: `cancel_at` is the period end and
+    /// `canceled_at` the time of the request.
+    pub fn set_cancel_at_period_end(&self, id: &str, cancel: bool) -> Value {
+        self.update_subscription(id, |s| {
+            s["cancel_at_period_end"] = json!(cancel);
+            s["cancel_at"] = match cancel {
+                true => s["items"]["data"][0]["current_period_end"].clone(),
+                false => Value::Null,
+            };
+            s["canceled_at"] = if cancel { json!(now()) } else { Value::Null };
+        })
+    }
+
+    /// Sets `trial_end` (and `trial_start`, to `created`, when there was
+    /// none); `None` clears both.
+    pub fn set_trial_end(&self, id: &str, trial_end: Option<u64>) -> Value {
+        self.update_subscription(id, |s| {
+            s["trial_end"] = json!(trial_end);
+            if trial_end.is_none() {
+                s["trial_start"] = Value::Null;
+            } else if s["trial_start"].is_null() {
+                s["trial_start"] = s["created"].clone();
+            }
+        })
+    }
+
+    /// Cancels now: status `canceled`, `canceled_at` and `ended_at` now.
+    pub fn cancel_subscription(&self, id: &str) -> Value {
+        self.update_subscription(id, |s| {
+            let now = now();
+            s["status"] = json!("canceled");
+            s["canceled_at"] = json!(now);
+            s["ended_at"] = json!(now);
+            s["cancellation_details"]["reason"] = json!("cancellation_requested");
+        })
+    }
+
+    /// A subscription as Stripe returns it; panics when there is none.
+    pub fn subscription(&self, id: &str) -> Value {
+        let state = self.shared.lock();
+        let found = state.subscriptions.iter().find(|s| s["id"] == id);
+        found
+            .cloned()
+            .unwrap_or_else(|| panic!("no subscription {id}"))
+    }
+
+    /// Every subscription, in creation order.
+    pub fn subscriptions(&self) -> Vec<Value> {
+        self.shared.lock().subscriptions.clone()
+    }
+
+    /// Replaces the customer's active entitlements: one per lookup key, in
+    /// this order, each for a feature whose id is the same for every customer.
+    pub fn set_entitlements(&self, customer: &str, lookup_keys: &[&str]) {
+        let mut state = self.shared.lock();
+        let entitlements = lookup_keys
+            .iter()
+            .map(|key| {
+                let feature = state
+                    .features
+                    .entry(key.to_string())
+                    .or_insert_with(|| format!("feat_test_{}", random_id(32)))
+                    .clone();
+                let mut entitlement = fixture(ACTIVE_ENTITLEMENT);
+                for (field, value) in [
+                    ("id", json!(format!("ent_test_{}", random_id(32)))),
+                    ("feature", json!(feature)),
+                    ("lookup_key", json!(key)),
+                    ("livemode", json!(false)),
+                ] {
+                    entitlement[field] = value;
+                }
+                entitlement
+            })
+            .collect();
+        state.entitlements.insert(customer.into(), entitlements);
+    }
+
+    /// Completes a subscription-mode Checkout Session the fake created, as
+    /// a buyer paying would: the session's customer, or else a new one with
+    /// the session's `customer_email` (`buyer@example.com` when the session
+    /// had neither, as if typed on the page; not seen by search); an active
+    /// (or, with `trial_period_days`, trialing) subscription of the
+    /// session's recurring prices with its `subscription_data[metadata]`; a
+    /// paid invoice; the session `complete`. Returns the ids and the events
+    /// Stripe would send. Panics for an unknown, non-subscription or
+    /// already completed session.
+    pub fn complete_checkout(&self, session_id: &str) -> Completed {
+        let mut state = self.shared.lock();
+        let index = state
+            .checkout_sessions
+            .iter()
+            .position(|s| s["id"] == session_id)
+            .unwrap_or_else(|| panic!("no checkout session {session_id}"));
+        let session = state.checkout_sessions[index].clone();
+        assert_eq!(
+            session["mode"], "subscription",
+            "complete_checkout: {session_id} is not in subscription mode"
+        );
+        assert_eq!(
+            session["status"], "open",
+            "complete_checkout: {session_id} is not open"
+        );
+        let order = state
+            .orders
+            .remove(session_id)
+            .expect("each session has its order");
+        let live = session["livemode"].as_bool().unwrap_or_default();
+        let customer = match session["customer"].as_str() {
+            Some(id) => id.to_string(),
+            None => {
+                let email = session["customer_email"]
+                    .as_str()
+                    .unwrap_or("buyer@example.com");
+                let id = format!("cus_{}", random_id(14));
+                let object =
+                    customer_object(&id, Some(email), None, None, Default::default(), live);
+                state.customers.push(StoredCustomer {
+                    object,
+                    searchable: false,
+                });
+                id
+            }
+        };
+        let email = state
+            .customer(&customer)
+            .map(|c| c["email"].clone())
+            .unwrap_or_default();
+        let recurring: Vec<(String, u64)> = order
+            .items
+            .iter()
+            .filter(|(price, _)| state.prices.get(price).copied().unwrap_or_default())
+            .cloned()
+            .collect();
+        let mut subscription =
+            state.new_subscription(&customer, &recurring, order.subscription_metadata, live);
+        if let Some(days) = order.trial_days {
+            let start = subscription["created"].as_u64().unwrap_or_default();
+            subscription["status"] = json!("trialing");
+            subscription["trial_start"] = json!(start);
+            subscription["trial_end"] = json!(start + days * DAY);
+        }
+        let invoice = invoice_object(&subscription, &email, order.trial_days.is_some());
+        subscription["latest_invoice"] = invoice["id"].clone();
+        let session = {
+            let session = &mut state.checkout_sessions[index];
+            let paid = match order.trial_days {
+                Some(_) => "no_payment_required",
+                None => "paid",
+            };
+            for (field, value) in [
+                ("status", json!("complete")),
+                ("payment_status", json!(paid)),
+                ("customer", json!(customer)),
+                ("subscription", subscription["id"].clone()),
+                ("invoice", invoice["id"].clone()),
+                ("url", Value::Null),
+                ("collected_information", Value::Null),
+            ] {
+                session[field] = value;
+            }
+            session["customer_details"]["email"] = email;
+            session.clone()
+        };
+        let (subscription_id, invoice_id) = (
+            subscription["id"].as_str().unwrap_or_default().to_string(),
+            invoice["id"].as_str().unwrap_or_default().to_string(),
+        );
+        let events = vec![
+            state.new_event("checkout.session.completed", session.clone()),
+            state.new_event("customer.subscription.created", subscription.clone()),
+            state.new_event("invoice.paid", invoice.clone()),
+        ];
+        state.subscriptions.push(subscription);
+        state.invoices.push(invoice);
+        Completed {
+            session,
+            customer,
+            subscription: subscription_id,
+            invoice: invoice_id,
+            events,
+        }
+    }
+
+    /// A Stripe event of type `kind` about `object` (a fresh `evt_` id, now,
+    /// [`API_VERSION`]), also served at `GET /v1/events/{id}`. Build it from
+    /// the object as it is now, e.g. `event("customer.subscription.updated",
+    /// fake.set_cancel_at_period_end(&id, true))`.
+    pub fn event(&self, kind: &str, object: Value) -> Value {
+        self.shared.lock().new_event(kind, object)
     }
 }
 
@@ -565,13 +920,18 @@ impl State {
             ("POST", "/v1/billing_portal/sessions") => self.create_portal_session(params, live),
             ("POST", "/v1/customers") => self.create_customer(params, live),
             ("GET", "/v1/customers/search") => self.search_customers(params),
-            _ => match (method, customer_id_in(path)) {
-                ("GET", Some(id)) => self.retrieve_customer(id, params),
-                _ => {
-                    let message = format!("Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.");
-                    Err(api_error(404, "invalid_request_error", message, None, None))
-                }
-            },
+            ("GET", "/v1/subscriptions") => self.list_subscriptions(params),
+            ("GET", "/v1/entitlements/active_entitlements") => {
+                self.list_active_entitlements(params)
+            }
+            _ => match method {
+                "GET" => self.retrieve(path, params),
+                _ => None,
+            }
+            .unwrap_or_else(|| {
+                let message = format!("Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.");
+                Err(api_error(404, "invalid_request_error", message, None, None))
+            }),
         }
     }
 
@@ -611,8 +971,7 @@ impl State {
             }
         }
         let metadata = check_metadata("metadata", &metadata)?;
-        // Checked, not kept: the fake makes no subscriptions.
-        check_metadata("subscription_data[metadata]", &sub_metadata)?;
+        let subscription_metadata = check_metadata("subscription_data[metadata]", &sub_metadata)?;
         let mode = *one.get("mode").ok_or_else(|| missing("mode"))?;
         if !["payment", "setup", "subscription"].contains(&mode) {
             let message = "Invalid mode: must be one of payment, setup, or subscription";
@@ -676,6 +1035,7 @@ impl State {
             return Err(missing("line_items"));
         }
         let mut any_recurring = false;
+        let mut items = Vec::new();
         for (i, (price, quantity)) in &lines {
             let param = format!("line_items[{i}][price]");
             let price = price.ok_or_else(|| missing(&param))?;
@@ -684,7 +1044,7 @@ impl State {
                 let param = format!("line_items[{i}][quantity]");
                 return Err(invalid(message, Some(&param), Some("parameter_missing")));
             };
-            integer(quantity, &format!("line_items[{i}][quantity]"), 1, 999_999)?;
+            let quantity = integer(quantity, &format!("line_items[{i}][quantity]"), 1, 999_999)?;
             let recurring = *self
                 .prices
                 .get(price)
@@ -698,6 +1058,7 @@ impl State {
                 ));
             }
             any_recurring |= recurring;
+            items.push((price.to_string(), quantity as u64));
         }
         if mode == "subscription" && !any_recurring {
             let message = "You must provide at least one recurring price in `subscription` mode when using prices.";
@@ -742,6 +1103,12 @@ impl State {
             session[field] = value;
         }
         self.checkout_sessions.push(session.clone());
+        let order = Order {
+            items,
+            subscription_metadata,
+            trial_days: trial.map(|d| d as u64),
+        };
+        self.orders.insert(id, order);
         Ok(session)
     }
 
@@ -854,17 +1221,223 @@ impl State {
         }))
     }
 
-    fn retrieve_customer(&self, id: &str, params: &Params) -> Result<Value, ApiError> {
-        for (k, _) in params {
-            match segments(k).as_deref() {
-                Some(["expand", i]) => expand_index(i)?,
+    /// A new subscription object (not stored yet), active, `created` a
+    /// second after the previous one at least, one item per price.
+    fn new_subscription(
+        &mut self,
+        customer: &str,
+        items: &[(String, u64)],
+        metadata: serde_json::Map<String, Value>,
+        live: bool,
+    ) -> Value {
+        let created = now().max(self.last_created + 1);
+        self.last_created = created;
+        let id = format!("sub_1{}", random_id(23));
+        let items: Vec<Value> = items
+            .iter()
+            .map(|(price, quantity)| {
+                let recurring = self.prices.get(price).copied().unwrap_or(true);
+                item_object(
+                    &id,
+                    price_object(price, recurring, live),
+                    *quantity,
+                    created,
+                )
+            })
+            .collect();
+        let mut subscription = fixture(SUBSCRIPTION);
+        for (field, value) in [
+            ("id", json!(id)),
+            ("customer", json!(customer)),
+            ("status", json!("active")),
+            ("created", json!(created)),
+            ("start_date", json!(created)),
+            ("billing_cycle_anchor", json!(created)),
+            (
+                "items",
+                json!({
+                    "object": "list",
+                    "data": items,
+                    "has_more": false,
+                    "url": format!("/v1/subscription_items?subscription={id}"),
+                }),
+            ),
+            ("metadata", Value::Object(metadata)),
+            ("livemode", json!(live)),
+            ("cancel_at_period_end", json!(false)),
+            (
+                "cancellation_details",
+                json!({"comment": null, "feedback": null, "reason": null}),
+            ),
+            (
+                "payment_settings",
+                json!({
+                    "payment_method_options": null,
+                    "payment_method_types": null,
+                    "save_default_payment_method": "off",
+                }),
+            ),
+            ("billing_mode", json!({"type": "classic", "flexible": null})),
+            ("billing_schedules", json!([])),
+            (
+                "invoice_settings",
+                json!({"account_tax_ids": null, "issuer": {"type": "self"}}),
+            ),
+        ] {
+            subscription[field] = value;
+        }
+        // The fixture's placeholders for things a plain new subscription has not.
+        for field in [
+            "billing_cycle_anchor_config",
+            "billing_thresholds",
+            "cancel_at",
+            "canceled_at",
+            "ended_at",
+            "latest_invoice",
+            "managed_payments",
+            "next_pending_invoice_item_invoice",
+            "pause_collection",
+            "pending_invoice_item_interval",
+            "pending_update",
+            "transfer_data",
+            "trial_end",
+            "trial_start",
+        ] {
+            subscription[field] = Value::Null;
+        }
+        subscription
+    }
+
+    /// An event (kept for `GET /v1/events/{id}`).
+    fn new_event(&mut self, kind: &str, object: Value) -> Value {
+        let mut event = fixture(EVENT);
+        let live = object["livemode"].as_bool().unwrap_or_default();
+        for (field, value) in [
+            ("id", json!(format!("evt_1{}", random_id(23)))),
+            ("api_version", json!(API_VERSION)),
+            ("created", json!(now())),
+            ("type", json!(kind)),
+            ("data", json!({ "object": object })),
+            ("livemode", json!(live)),
+            ("pending_webhooks", json!(1)),
+        ] {
+            event[field] = value;
+        }
+        self.events.push(event.clone());
+        event
+    }
+
+    fn list_subscriptions(&self, params: &Params) -> Result<Value, ApiError> {
+        let mut page = Page::default();
+        let (mut customer, mut status, mut price) = (None, None, None);
+        for (k, v) in params {
+            let segments = segments(k).ok_or_else(|| unknown(k))?;
+            if page.take(&segments, k, v)? {
+                continue;
+            }
+            match segments.as_slice() {
+                ["customer"] => customer = Some(non_empty(k, v)?),
+                ["price" | "plan"] => price = Some(non_empty(k, v)?),
+                ["status"] => status = Some(non_empty(k, v)?),
                 _ => return Err(unknown(k)),
             }
         }
-        self.customer(id).cloned().ok_or_else(|| ApiError {
+        const FILTERS: [&str; 10] = [
+            "active",
+            "all",
+            "canceled",
+            "ended",
+            "incomplete",
+            "incomplete_expired",
+            "past_due",
+            "paused",
+            "trialing",
+            "unpaid",
+        ];
+        if status.is_some_and(|s| !FILTERS.contains(&s)) {
+            let message = format!(
+                "Invalid status: must be one of {}, or unpaid",
+                FILTERS[..9].join(", ")
+            );
+            return Err(invalid(message, Some("status"), None));
+        }
+        // Stripe's default is every subscription not canceled.
+        let status_matches = |s: &str| match status {
+            None => s != "canceled",
+            Some("all") => true,
+            Some("ended") => s == "canceled" || s == "incomplete_expired",
+            Some(wanted) => s == wanted,
+        };
+        let keep = |s: &Value| {
+            customer.is_none_or(|c| s["customer"] == c)
+                && status_matches(s["status"].as_str().unwrap_or_default())
+                && price.is_none_or(|p| {
+                    let items = s["items"]["data"].as_array();
+                    items.is_some_and(|items| items.iter().any(|i| i["price"]["id"] == p))
+                })
+        };
+        let mut newest_first: Vec<&Value> = self.subscriptions.iter().rev().collect();
+        newest_first.sort_by_key(|s| std::cmp::Reverse(s["created"].as_u64()));
+        page.list(&newest_first, keep, "subscription", "/v1/subscriptions")
+    }
+
+    fn list_active_entitlements(&self, params: &Params) -> Result<Value, ApiError> {
+        let mut page = Page::default();
+        let mut customer = None;
+        for (k, v) in params {
+            let segments = segments(k).ok_or_else(|| unknown(k))?;
+            if page.take(&segments, k, v)? {
+                continue;
+            }
+            match segments.as_slice() {
+                ["customer"] => customer = Some(non_empty(k, v)?),
+                _ => return Err(unknown(k)),
+            }
+        }
+        let customer = customer.ok_or_else(|| missing("customer"))?;
+        let entitlements: Vec<&Value> = self
+            .entitlements
+            .get(customer)
+            .map(|e| e.iter().collect())
+            .unwrap_or_default();
+        let url = "/v1/entitlements/active_entitlements";
+        page.list(
+            &entitlements,
+            |_| true,
+            "entitlements.active_entitlement",
+            url,
+        )
+    }
+
+    /// `GET /v1/{kind}s/{id}` for the objects the fake keeps.
+    fn retrieve(&self, path: &str, params: &Params) -> Option<Result<Value, ApiError>> {
+        let (kind, id, found) = if let Some(id) = id_in(path, "/v1/customers/") {
+            ("customer", id, self.customer(id))
+        } else if let Some(id) = id_in(path, "/v1/subscriptions/") {
+            ("subscription", id, find(&self.subscriptions, id))
+        } else if let Some(id) = id_in(path, "/v1/checkout/sessions/") {
+            ("checkout.session", id, find(&self.checkout_sessions, id))
+        } else if let Some(id) = id_in(path, "/v1/invoices/") {
+            ("invoice", id, find(&self.invoices, id))
+        } else if let Some(id) = id_in(path, "/v1/events/") {
+            ("event", id, find(&self.events, id))
+        } else {
+            return None;
+        };
+        for (k, _) in params {
+            match segments(k).as_deref() {
+                Some(["expand", i]) => {
+                    if let Err(e) = expand_index(i) {
+                        return Some(Err(e));
+                    }
+                }
+                _ => return Some(Err(unknown(k))),
+            }
+        }
+        Some(found.cloned().ok_or_else(|| ApiError {
             status: 404,
-            ..no_such("customer", id, "id")
-        })
+            ..no_such(kind, id, "id")
+        }))
     }
 
     fn customer(&self, id: &str) -> Option<&Value> {
@@ -875,10 +1448,295 @@ impl State {
     }
 }
 
-/// `/v1/customers/{id}` -> `id`.
-fn customer_id_in(path: &str) -> Option<&str> {
-    path.strip_prefix("/v1/customers/")
+/// `/v1/customers/{id}` with `prefix` `/v1/customers/` -> `id`.
+fn id_in<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    path.strip_prefix(prefix)
         .filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
+fn find<'a>(objects: &'a [Value], id: &str) -> Option<&'a Value> {
+    objects.iter().find(|o| o["id"] == id)
+}
+
+/// A list request's `limit`, `starting_after` and `ending_before`.
+#[derive(Default)]
+struct Page<'a> {
+    limit: Option<usize>,
+    starting_after: Option<&'a str>,
+    ending_before: Option<&'a str>,
+}
+
+impl<'a> Page<'a> {
+    /// Takes a paging parameter or `expand[]` (accepted, ignored); false
+    /// for any other parameter.
+    fn take(&mut self, segments: &[&str], param: &str, value: &'a str) -> Result<bool, ApiError> {
+        match segments {
+            ["limit"] => {
+                self.limit = Some(integer(non_empty(param, value)?, "limit", 1, 100)? as usize)
+            }
+            ["starting_after"] => self.starting_after = Some(non_empty(param, value)?),
+            ["ending_before"] => self.ending_before = Some(non_empty(param, value)?),
+            ["expand", i] => expand_index(i)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// One page of Stripe's list object over `ordered` (every object of the
+    /// kind, in list order) as far as `keep` lets through. A cursor is
+    /// placed among all objects, kept or not, as at Stripe; `ending_before`
+    /// gives the `limit` objects just before it, still in list order.
+    fn list(
+        &self,
+        ordered: &[&Value],
+        keep: impl Fn(&Value) -> bool,
+        kind: &str,
+        url: &str,
+    ) -> Result<Value, ApiError> {
+        let limit = self.limit.unwrap_or(10);
+        let position = |param: &str, id: &str| {
+            ordered
+                .iter()
+                .position(|o| o["id"] == id)
+                .ok_or_else(|| no_such(kind, id, param))
+        };
+        let (data, has_more) = match (self.starting_after, self.ending_before) {
+            (Some(_), Some(_)) => {
+                let message =
+                    "You may only specify one of these parameters: ending_before, starting_after.";
+                return Err(invalid(
+                    message.into(),
+                    Some("ending_before"),
+                    Some("parameters_exclusive"),
+                ));
+            }
+            (None, Some(id)) => {
+                let before: Vec<&Value> = ordered[..position("ending_before", id)?]
+                    .iter()
+                    .copied()
+                    .filter(|o| keep(o))
+                    .collect();
+                let start = before.len().saturating_sub(limit);
+                (before[start..].to_vec(), start > 0)
+            }
+            (after, None) => {
+                let from = match after {
+                    Some(id) => position("starting_after", id)? + 1,
+                    None => 0,
+                };
+                let mut rest = ordered[from..].iter().copied().filter(|o| keep(o));
+                let data: Vec<&Value> = rest.by_ref().take(limit).collect();
+                (data, rest.next().is_some())
+            }
+        };
+        Ok(json!({ "object": "list", "data": data, "has_more": has_more, "url": url }))
+    }
+}
+
+/// A price built on the fixture: monthly, or one-time.
+fn price_object(id: &str, recurring: bool, live: bool) -> Value {
+    let mut price = fixture(PRICE);
+    for (field, value) in [
+        ("id", json!(id)),
+        ("product", json!(format!("prod_{}", product_tail(id)))),
+        ("livemode", json!(live)),
+        ("transform_quantity", Value::Null),
+        ("custom_unit_amount", Value::Null),
+    ] {
+        price[field] = value;
+    }
+    if !recurring {
+        price["type"] = json!("one_time");
+        price["recurring"] = Value::Null;
+    }
+    price
+}
+
+/// A stable product id tail per price, so two prices do not share a product.
+fn product_tail(price: &str) -> String {
+    let tail: String = price.chars().filter(char::is_ascii_alphanumeric).collect();
+    format!("{tail:0>14}")
+}
+
+/// A subscription item on the fixture's: the price, its legacy `plan`
+/// twin, and the current period, which lives on items since API 2025-03-31.
+fn item_object(subscription: &str, price: Value, quantity: u64, created: u64) -> Value {
+    let template = fixture(SUBSCRIPTION);
+    let mut item = template["items"]["data"][0].clone();
+    let mut plan = item["plan"].clone();
+    for (field, value) in [
+        ("id", price["id"].clone()),
+        ("amount", price["unit_amount"].clone()),
+        ("amount_decimal", price["unit_amount_decimal"].clone()),
+        ("billing_scheme", price["billing_scheme"].clone()),
+        ("created", price["created"].clone()),
+        ("currency", price["currency"].clone()),
+        ("interval", price["recurring"]["interval"].clone()),
+        (
+            "interval_count",
+            price["recurring"]["interval_count"].clone(),
+        ),
+        ("livemode", price["livemode"].clone()),
+        ("metadata", json!({})),
+        ("product", price["product"].clone()),
+        ("tiers_mode", Value::Null),
+        ("transform_usage", Value::Null),
+    ] {
+        plan[field] = value;
+    }
+    for (field, value) in [
+        ("id", json!(format!("si_{}", random_id(14)))),
+        ("created", json!(created)),
+        ("price", price),
+        ("plan", plan),
+        ("quantity", json!(quantity)),
+        ("subscription", json!(subscription)),
+        ("current_period_start", json!(created)),
+        ("current_period_end", json!(created + PERIOD)),
+        ("billing_thresholds", Value::Null),
+    ] {
+        item[field] = value;
+    }
+    item
+}
+
+/// The paid first invoice of a new subscription (zero during a trial).
+fn invoice_object(subscription: &Value, email: &Value, trial: bool) -> Value {
+    let id = format!("in_1{}", random_id(23));
+    let now = now();
+    let sub_id = subscription["id"].clone();
+    let template = fixture(INVOICE);
+    let mut total = 0;
+    let mut lines = Vec::new();
+    for item in subscription["items"]["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let quantity = item["quantity"].as_i64().unwrap_or(1);
+        let unit = if trial {
+            0
+        } else {
+            item["price"]["unit_amount"].as_i64().unwrap_or_default()
+        };
+        let amount = unit * quantity;
+        total += amount;
+        let mut line = template["lines"]["data"][0].clone();
+        for (field, value) in [
+            ("id", json!(format!("il_1{}", random_id(23)))),
+            ("invoice", json!(id)),
+            ("amount", json!(amount)),
+            ("subtotal", json!(amount)),
+            ("quantity", json!(quantity)),
+            (
+                "description",
+                json!(format!(
+                    "{quantity} × {}",
+                    item["price"]["id"].as_str().unwrap_or_default()
+                )),
+            ),
+            ("livemode", subscription["livemode"].clone()),
+            ("subscription", sub_id.clone()),
+            (
+                "period",
+                json!({"start": item["current_period_start"], "end": item["current_period_end"]}),
+            ),
+            (
+                "parent",
+                json!({
+                    "type": "subscription_item_details",
+                    "invoice_item_details": null,
+                    "subscription_item_details": {
+                        "invoice_item": null,
+                        "proration": false,
+                        "proration_details": {"credited_items": null},
+                        "subscription": sub_id,
+                        "subscription_item": item["id"],
+                    },
+                }),
+            ),
+            (
+                "pricing",
+                json!({
+                    "type": "price_details",
+                    "price_details": {"price": item["price"]["id"], "product": item["price"]["product"]},
+                    "unit_amount_decimal": unit.to_string(),
+                }),
+            ),
+        ] {
+            line[field] = value;
+        }
+        lines.push(line);
+    }
+    let mut invoice = template;
+    for (field, value) in [
+        ("id", json!(id)),
+        ("customer", subscription["customer"].clone()),
+        ("customer_email", email.clone()),
+        ("livemode", subscription["livemode"].clone()),
+        ("created", json!(now)),
+        ("effective_at", json!(now)),
+        ("period_start", json!(now)),
+        ("period_end", json!(now)),
+        ("billing_reason", json!("subscription_create")),
+        ("status", json!("paid")),
+        ("attempted", json!(true)),
+        ("attempt_count", json!(1)),
+        ("amount_due", json!(total)),
+        ("amount_paid", json!(total)),
+        ("amount_remaining", json!(0)),
+        ("amount_overpaid", json!(0)),
+        ("subtotal", json!(total)),
+        ("subtotal_excluding_tax", json!(total)),
+        ("total", json!(total)),
+        ("total_excluding_tax", json!(total)),
+        (
+            "status_transitions",
+            json!({"finalized_at": now, "marked_uncollectible_at": null, "paid_at": now, "voided_at": null}),
+        ),
+        (
+            "lines",
+            json!({"object": "list", "data": lines, "has_more": false, "url": format!("/v1/invoices/{id}/lines")}),
+        ),
+        (
+            "parent",
+            json!({
+                "type": "subscription_details",
+                "quote_details": null,
+                "subscription_details": {"metadata": subscription["metadata"], "subscription": sub_id},
+            }),
+        ),
+        // Kept beside `parent` because the fixture (and async-stripe) still have it.
+        ("subscription", sub_id.clone()),
+        (
+            "number",
+            json!(format!("{}-0001", random_id(8).to_uppercase())),
+        ),
+        (
+            "hosted_invoice_url",
+            json!(format!("https://invoice.stripe.com/i/{id}")),
+        ),
+        (
+            "invoice_pdf",
+            json!(format!("https://pay.stripe.com/invoice/{id}/pdf")),
+        ),
+    ] {
+        invoice[field] = value;
+    }
+    for field in [
+        "automatically_finalizes_at",
+        "customer_shipping",
+        "due_date",
+        "from_invoice",
+        "last_finalization_error",
+        "next_payment_attempt",
+        "shipping_cost",
+        "shipping_details",
+        "webhooks_delivered_at",
+    ] {
+        invoice[field] = Value::Null;
+    }
+    invoice
 }
 
 /// A customer built on the fixture: the fields a new customer has.
