@@ -170,8 +170,13 @@ impl Gate {
         let Some(first) = subscriptions.next() else {
             return Decision::NotSubscribed;
         };
+        // A subscription's plan is its first price (aliases were resolved
+        // to price ids when the config was read).
         let on_plan = |s: &&crate::subscriptions::Subscription| {
-            self.plans.is_empty() || s.price_ids.iter().any(|id| self.plans.contains(id))
+            self.plans.is_empty()
+                || s.price_ids
+                    .first()
+                    .is_some_and(|id| self.plans.contains(id))
         };
         if !std::iter::once(first)
             .chain(subscriptions)

@@ -13,4 +13,5 @@ mod hardening;
 mod identity;
 mod properties;
 mod proxy;
+mod subscriptions;
 mod webhook;

@@ -92,7 +92,11 @@ impl Billing {
     /// A signed-in user's customer and, when `with_state`, its
     /// subscription state: for identity headers and gates.
     pub async fn account(&self, user_id: &str, with_state: bool) -> Result<Account, Error> {
-        let stripe = self.stripe.as_ref().ok_or(Error::BillingNotConfigured)?;
+        let Some(stripe) = &self.stripe else {
+            // For a gate or a header this is Stripe being unreachable.
+            let cause = "no stripe.secret_key".to_string();
+            return Err(Error::LookupUnavailable(cause));
+        };
         let customer = self.customers.find(stripe, user_id).await?;
         if !with_state {
             return Ok(Account {
