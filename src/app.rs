@@ -6,7 +6,9 @@
 //! must never be proxied (`CONNECT`, two `Host` headers), matches the route
 //! table once, and dispatches: a local route learns who is calling
 //! ([`crate::identity`]) and goes to its billing handler
-//! ([`crate::billing`]); anything else goes to the app ([`crate::proxy`]).
+//! ([`crate::billing`]); anything else goes to the app ([`crate::proxy`]),
+//! past the first matching gate ([`crate::gates`]) and with the identity
+//! headers of a verified session.
 //! Every failure is one [`Error`], turned into HTTP here, once. What the
 //! access log needs (the request id, the action, a verified user id) rides
 //! back on the response as an [`Access`] extension. This module owns no

@@ -1689,7 +1689,7 @@ fn validate_gates(
         };
         if let Some(route) = pattern
             .as_ref()
-            .and_then(|pattern| routes.iter().find(|r| pattern.covers_route(r)))
+            .and_then(|pattern| routes.iter().find(|r| pattern.is_only(r)))
         {
             p.push(problem(
                 &at("path"),
@@ -2561,6 +2561,69 @@ mod tests {
             "server.trusted_proxies[19]: invalid type: an integer, expected a string"
         );
         assert_eq!(found[20], "server: more than 20 problems; fix these first");
+    }
+
+    /// Gates that can never apply, plans that name nothing and redirects
+    /// that could send a browser off-site are problems with their key.
+    #[test]
+    fn gate_problems_name_their_key() {
+        let base = "[checkout]\nprices = { pro = \"price_pro\" }\nallowed_redirect_origins = [\"https://myapp.com\"]\n";
+        let gate = |body: &str| problems(&format!("{base}[[gates]]\n{body}\n"));
+        let table: &[(&str, &str)] = &[
+            ("path = \"app/pro\"", "gates[0].path: must start with '/'"),
+            ("path = \"/app/**/pro\"", "gates[0].path: can never match"),
+            ("path = \"/app/p*\"", "gates[0].path: can never match"),
+            ("path = \"/app;x/pro\"", "gates[0].path: can never match"),
+            ("path = \"/API/stripe/webhook\"", "gates[0].path: can never apply to /api/stripe/webhook"),
+            ("path = \"/a\"\nrequire = \"paid\"", "gates[0].require: must be \"user\" or \"subscription\", not \"paid\""),
+            ("path = \"/a\"\nrequire = \"user\"\nplans = [\"pro\"]", "gates[0].require: must be \"subscription\" when plans or features"),
+            ("path = \"/a\"\nplans = [\"pro\", \"gold\"]", "gates[0].plans[1]: \"gold\" is neither a checkout.prices alias nor a price id"),
+            ("path = \"/a\"\nfeatures = [\"api\"]", "gates[0].features: needs subscriptions.entitlements = true"),
+            ("path = \"/a\"\nredirect = \"https://evil.example/pricing\"", "gates[0].redirect: must be a path (/pricing) or a URL on one of checkout.allowed_redirect_origins"),
+            ("path = \"/a\"\nredirect = \"//evil.example/pricing\"", "gates[0].redirect: must be a path"),
+            ("path = \"/a\"\nredirect = \"pricing\"", "gates[0].redirect: must be a path"),
+        ];
+        for (body, want) in table {
+            let found = gate(body);
+            assert!(
+                found.iter().any(|line| line.starts_with(want)),
+                "{body}: want {want:?} in {found:?}"
+            );
+        }
+        for fine in [
+            "path = \"/api/**\"\nrequire = \"user\"",
+            "path = \"/app/pro/**\"\nplans = [\"pro\", \"price_other\"]\nredirect = \"/pricing\"",
+            "path = \"/app/*/settings\"\nrequire = \"user\"\nredirect = \"https://myapp.com/sign-in\"",
+        ] {
+            assert_eq!(gate(fine), Vec::<String>::new(), "{fine}");
+        }
+        let config = Config::parse(
+            &format!("{base}[[gates]]\npath = \"/App/Pro/**\"\nplans = [\"pro\"]\n"),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            config.gates[0].plans,
+            ["price_pro"],
+            "aliases resolve to price ids"
+        );
+    }
+
+    #[test]
+    fn identity_header_and_subscription_problems_name_their_key() {
+        let found = problems(
+            "[identity_headers]\nuser_id = \"x user\"\nemail = \"cookie\"\ncustomer = \"x-a\"\nplan = \"X-A\"\n\
+             [subscriptions]\nsubscribed_statuses = [\"active\", \"canceled\"]\ncache_ttl_seconds = 0\n",
+        );
+        for want in [
+            "identity_headers.user_id: not a header name",
+            "identity_headers.email: cookie is a header the sidecar or the client owns",
+            "identity_headers.plan: x-a is already used by another identity header",
+            "subscriptions.subscribed_statuses[1]: must be \"active\", \"trialing\", \"past_due\", \"unpaid\", \"incomplete\" or \"paused\", not \"canceled\"",
+            "subscriptions.cache_ttl_seconds:",
+        ] {
+            assert!(found.iter().any(|line| line.starts_with(want)), "{want:?} in {found:?}");
+        }
     }
 
     /// The repo's config.toml is the documented example: every key written

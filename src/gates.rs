@@ -87,18 +87,19 @@ impl Pattern {
             .all(|(pattern, segment)| pattern == "*" || pattern == segment)
     }
 
-    /// Whether this pattern covers a local route's own path (so the gate
-    /// would never see it: local routes are not proxied).
-    pub fn covers_route(&self, route: &Route) -> bool {
-        let literal: Option<Vec<String>> = route
-            .pattern
-            .iter()
-            .map(|segment| match segment {
-                Segment::Literal(literal) => Some(literal.to_lowercase()),
-                Segment::Param(_) => None,
-            })
-            .collect();
-        literal.is_some_and(|path| self.segments.len() == path.len() && self.matches(&path))
+    /// Whether this pattern is exactly a local route's path, with no
+    /// wildcard: such a gate never applies (local routes are not proxied).
+    pub fn is_only(&self, route: &Route) -> bool {
+        !self.rest
+            && self.segments.len() == route.pattern.len()
+            && self
+                .segments
+                .iter()
+                .zip(&route.pattern)
+                .all(|(s, p)| match p {
+                    Segment::Literal(literal) => *s == literal.to_lowercase(),
+                    Segment::Param(_) => false,
+                })
     }
 }
 

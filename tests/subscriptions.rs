@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::support::app::FakeApp;
 use crate::support::events;
 use crate::support::raw::{self, RawResponse};
-use crate::support::sidecar::{Builder, Sidecar};
+use crate::support::sidecar::{eventually, Builder, Sidecar};
 use crate::support::stripe::{FakeStripe, Fault};
 
 const JWT_SECRET: &str = "subscription-test-jwt-secret-32-characters";
@@ -568,4 +568,76 @@ async fn subscription_route_callers() {
     .await;
     assert_eq!(post.status, 405);
     assert_eq!(post.header("allow"), Some("GET"));
+}
+
+/// Concurrent syncs of one customer are one: twenty readers of a cold
+/// state, and a webhook arriving meanwhile, cost two reads of Stripe (the
+/// readers share one; the event needs one that began after it).
+#[tokio::test]
+async fn concurrent_syncs_of_one_customer_are_one() {
+    let w = world(|b| b).await;
+    w.stripe
+        .add_customer("cus_c", Some("c@example.com"), &[("user_id", "c")]);
+    let sub = w.stripe.add_subscription("cus_c", &["price_pro"], "active");
+    w.stripe.fault(
+        "/v1/subscriptions",
+        vec![Fault::Delay(Duration::from_millis(300))],
+    );
+    let readers: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = w.sidecar.addr;
+            let auth = bearer("c");
+            tokio::spawn(async move {
+                raw::request(addr, "GET", "/api/stripe/subscription", &auth).await
+            })
+        })
+        .collect();
+    // The event arrives while the readers' sync is still at Stripe.
+    let stripe = &w.stripe;
+    eventually(Duration::from_secs(5), || {
+        stripe
+            .requests()
+            .iter()
+            .any(|r| r.path == "/v1/subscriptions")
+    })
+    .await;
+    let event = w
+        .stripe
+        .event("customer.subscription.updated", w.stripe.subscription(&sub));
+    w.deliver(&event).await;
+    for reader in readers {
+        let reply = reader.await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.json()["status"], "active");
+    }
+    assert_eq!(w.syncs(), 2);
+}
+
+/// A WebSocket upgrade on a gated path is gated, and one that passes
+/// carries the identity headers.
+#[tokio::test]
+async fn websocket_upgrades_are_gated_and_carry_identity() {
+    let w = world(|b| b.raw("[[gates]]\npath = \"/ws\"\nrequire = \"user\"\n")).await;
+    let upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let refused = w.get("/ws", upgrade).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let echoed = w
+        .get("/echo/free", &format!("{upgrade}{}", bearer("u1")))
+        .await;
+    assert_eq!(app_saw(&echoed, "x-user-id"), ["u1"]);
+    let request = http::Request::builder()
+        .uri(format!("ws://{}/ws", w.sidecar.addr))
+        .header("host", w.sidecar.addr.to_string())
+        .header("authorization", format!("Bearer {}", token("u1")))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(())
+        .unwrap();
+    let (_socket, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("a signed-in upgrade passes the gate");
+    assert_eq!(response.status(), 101);
 }

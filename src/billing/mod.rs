@@ -1,5 +1,5 @@
 //! The local billing routes: one file per route ([`checkout`], [`portal`],
-//! [`webhook`]) and, here, what they share: the [`Billing`] state, the
+//! [`subscription`], [`webhook`]) and, here, what they share: the [`Billing`] state, the
 //! dispatch from a matched route to its handler, reading who the caller
 //! acts for, redirect-URL checks and the JSON reply.
 //!

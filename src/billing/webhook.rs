@@ -1,5 +1,6 @@
 //! `POST` webhook: Stripe events verified on their raw bytes, applied to
-//! the customer cache, then forwarded to the app through the proxy.
+//! the customer cache and the subscription state, then forwarded to the
+//! app through the proxy.
 //!
 //! `Stripe-Signature: t=TIMESTAMP,v1=HEX[,v1=HEX...]` is checked the way
 //! Stripe's libraries check it: HMAC-SHA256 with each configured secret over
@@ -15,8 +16,11 @@
 //!
 //! A verified `checkout.session.completed` of a session this sidecar made
 //! (its `metadata.user_id` is its `client_reference_id`) fills a cached
-//! "none" for that user; `customer.deleted` drops the customer from the
-//! cache.
+//! "none" for that user; `customer.deleted` drops the customer and its
+//! subscription state. Every event in [`SYNC_EVENTS`] re-reads its
+//! customer's subscriptions from Stripe ([`crate::subscriptions`]) before
+//! the event is forwarded and answered; a failed sync is logged and the
+//! event still answered (the state then refreshes on its TTL).
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
