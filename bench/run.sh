@@ -3,18 +3,25 @@
 #   direct  : wrk -> backend
 #   nginx   : wrk -> nginx reverse proxy (keepalive pool) -> backend
 #   sidecar : wrk -> stripe-sidecar -> backend
+#   sidecar+id (GET /small only): wrk with an HS256 session -> a second
+#             stripe-sidecar with all six [identity_headers] and
+#             subscriptions.entitlements on (customer + subscription state
+#             from a static nginx stand-in for Stripe, caches warm) -> backend
 # plus a streamed 1 GiB download through the sidecar (its peak RSS must not
 # grow with the body). Results: markdown on stdout and in bench/results.md.
 #
 # Usage: bash bench/run.sh
 # Knobs (environment): BENCH_DURATION (seconds per measured run, default 10),
-#   BENCH_WARMUP (seconds, default 2), BENCH_SMALL_CONNS (32), BENCH_BIG_CONNS (8).
+#   BENCH_WARMUP (seconds, default 2), BENCH_SMALL_CONNS (32), BENCH_BIG_CONNS (8),
+#   BENCH_ID_PAIRS (extra alternating sidecar+id / sidecar runs of /small, default 2).
 set -euo pipefail
 
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
 SMALL_CONNS=${BENCH_SMALL_CONNS:-32}
 BIG_CONNS=${BENCH_BIG_CONNS:-8}
+ID_PAIRS=${BENCH_ID_PAIRS:-2}
+ID_GOAL=0.90      # issue 11: signed-in + identity headers within 10 % of the plain proxy
 HWM_LIMIT_MIB=64  # allowed sidecar VmHWM growth during the 1 GiB download
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -114,11 +121,11 @@ truncate -s 1G "$TMP/www/huge"                            # 1 GiB, sparse
 BIG_SIZE=$(stat -c %s "$TMP/www/big")
 HUGE_SIZE=$(stat -c %s "$TMP/www/huge")
 
-# Four free loopback ports, held open together so they are distinct.
-read -r P_BACKEND P_PROXY P_SIDECAR P_ADMIN < <(python3 - <<'EOF'
+# Seven free loopback ports, held open together so they are distinct.
+read -r P_BACKEND P_PROXY P_SIDECAR P_ADMIN P_SIDECAR_ID P_ADMIN_ID P_STRIPE < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(4):
+for _ in range(7):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -127,7 +134,8 @@ for s in socks:
     s.close()
 EOF
 )
-log "ports: backend=$P_BACKEND nginx-proxy=$P_PROXY sidecar=$P_SIDECAR admin=$P_ADMIN"
+log "ports: backend=$P_BACKEND nginx-proxy=$P_PROXY sidecar=$P_SIDECAR admin=$P_ADMIN" \
+    "sidecar+id=$P_SIDECAR_ID admin+id=$P_ADMIN_ID stripe-standin=$P_STRIPE"
 
 nginx_head() {  # nginx_head NAME: the part of a conf shared by both nginx instances
     local name=$1
@@ -166,6 +174,11 @@ EOF
         location = /big { }
         location = /huge { }
         location = /upload { client_max_body_size 0; return 200 "up\n"; }
+        # What the app sees of the identity headers (checked before the sidecar+id run).
+        location = /identity-echo {
+            default_type text/plain;
+            return 200 "\$http_x_user_id|\$http_x_user_email|\$http_x_stripe_customer_id|\$http_x_subscription_status|\$http_x_subscription_plan|\$http_x_entitlements\n";
+        }
     }
 }
 EOF
@@ -194,6 +207,152 @@ EOF
 }
 EOF
 } >"$TMP/proxy.conf"
+
+# ------------------------------------------- sidecar+id: Stripe stand-in --
+# The identity row's customer and subscription state come through the
+# sidecar's own Stripe code path (Customer Search, GET /v1/subscriptions,
+# GET /v1/entitlements/active_entitlements) from a static nginx on loopback.
+# The replies are Stripe's own example objects (tests/fixtures/stripe/),
+# with the fields overridden as the test suite's fake Stripe does, so
+# async-stripe deserializes them. And an HS256 session token for the user.
+ID_SECRET="bench-hs256-secret-not-a-real-one-0123456789"
+ID_USER="8f0e2b7c-5d1a-4e3f-9b6c-0a1b2c3d4e5f"
+ID_EMAIL="bench@example.com"
+ID_CUSTOMER="cus_BenchIdentity01"
+ID_PRICE="price_BenchPro000001"
+ID_PLAN="pro"
+ID_FEATURE="api-access"
+mkdir -p "$TMP/stripe/v1"
+ID_JWT=$(python3 - "$REPO/tests/fixtures/stripe" "$TMP/stripe/v1" "$ID_SECRET" "$ID_USER" \
+    "$ID_EMAIL" "$ID_CUSTOMER" "$ID_PRICE" "$ID_FEATURE" <<'EOF'
+import base64, hashlib, hmac, json, sys, time
+fixtures, out, secret, user, email, customer, price_id, feature = sys.argv[1:9]
+load = lambda name: json.load(open(f"{fixtures}/{name}.json"))
+now = int(time.time())
+
+cus = load("customer")
+cus.update(id=customer, email=email, name=None, description=None,
+           metadata={"user_id": user}, created=now - 86400, livemode=False,
+           discount=None, shipping=None, address=None, currency=None)
+
+price = load("price")
+price.update(id=price_id, product="prod_BenchPro000001", livemode=False,
+             transform_quantity=None, custom_unit_amount=None)
+sub = load("subscription")
+sub_id = "sub_1BenchIdentity0000000001"
+item = sub["items"]["data"][0]
+plan = item["plan"]
+plan.update(id=price["id"], amount=price["unit_amount"],
+            amount_decimal=price["unit_amount_decimal"],
+            billing_scheme=price["billing_scheme"], created=price["created"],
+            currency=price["currency"], interval=price["recurring"]["interval"],
+            interval_count=price["recurring"]["interval_count"], livemode=False,
+            metadata={}, product=price["product"], tiers_mode=None, transform_usage=None)
+item.update(id="si_BenchIdentity01", created=now - 3600, price=price, plan=plan,
+            quantity=1, subscription=sub_id, current_period_start=now - 3600,
+            current_period_end=now + 30 * 86400, billing_thresholds=None)
+sub.update(id=sub_id, customer=customer, status="active", created=now - 3600,
+           start_date=now - 3600, billing_cycle_anchor=now - 3600,
+           items={"object": "list", "data": [item], "has_more": False,
+                  "url": f"/v1/subscription_items?subscription={sub_id}"},
+           metadata={}, livemode=False, cancel_at_period_end=False,
+           cancellation_details={"comment": None, "feedback": None, "reason": None},
+           payment_settings={"payment_method_options": None,
+                             "payment_method_types": None,
+                             "save_default_payment_method": "off"},
+           billing_mode={"type": "classic", "flexible": None}, billing_schedules=[],
+           invoice_settings={"account_tax_ids": None, "issuer": {"type": "self"}})
+for field in ("billing_cycle_anchor_config", "billing_thresholds", "cancel_at",
+              "canceled_at", "ended_at", "latest_invoice", "managed_payments",
+              "next_pending_invoice_item_invoice", "pause_collection",
+              "pending_invoice_item_interval", "pending_update", "transfer_data",
+              "trial_end", "trial_start"):
+    sub[field] = None
+
+ent = load("entitlements.active_entitlement")
+ent.update(id="ent_test_BenchIdentity0000000000000001",
+           feature="feat_test_BenchIdentity000000000000001",
+           lookup_key=feature, livemode=False)
+
+def write(name, obj):
+    with open(f"{out}/{name}.json", "w") as f:
+        json.dump(obj, f)
+write("customers_search", {"object": "search_result", "data": [cus], "has_more": False,
+                           "next_page": None, "url": "/v1/customers/search"})
+write("subscriptions", {"object": "list", "data": [sub], "has_more": False,
+                        "url": "/v1/subscriptions"})
+write("active_entitlements", {"object": "list", "data": [ent], "has_more": False,
+                              "url": "/v1/entitlements/active_entitlements"})
+
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+claims = {"sub": user, "email": email, "role": "authenticated", "aud": "authenticated",
+          "iat": now, "exp": now + 10 * 365 * 86400}
+body = b64(json.dumps(claims, separators=(",", ":")).encode())
+sig = b64(hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+print(f"{head}.{body}.{sig}")
+EOF
+)
+[[ $ID_JWT == *.*.* ]] || die "could not mint the bench JWT"
+
+{
+    nginx_head stripe
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$P_STRIPE;
+        default_type application/json;
+        # Paths only: the query (customer=..., status=all, query=...) is the sidecar's business.
+        location = /v1/customers/search { alias $TMP/stripe/v1/customers_search.json; }
+        location = /v1/subscriptions { alias $TMP/stripe/v1/subscriptions.json; }
+        location = /v1/entitlements/active_entitlements { alias $TMP/stripe/v1/active_entitlements.json; }
+        location / { return 404 '{"error":{"type":"invalid_request_error","message":"not in the bench stand-in"}}'; }
+    }
+}
+EOF
+} >"$TMP/stripe.conf"
+
+cat >"$TMP/sidecar-id.toml" <<EOF
+[server]
+listen = "127.0.0.1:$P_SIDECAR_ID"
+admin_listen = "127.0.0.1:$P_ADMIN_ID"
+worker_threads = 1
+access_log = false
+log_format = "json"
+shutdown_drain_seconds = 0
+shutdown_grace_seconds = 3
+
+[upstream]
+url = "http://127.0.0.1:$P_BACKEND"
+
+[auth]
+hs256_secret = "$ID_SECRET"
+
+[stripe]
+secret_key = "sk_test_bench_not_a_real_key"
+api_base = "http://127.0.0.1:$P_STRIPE"
+max_retries = 0
+
+[checkout]
+allowed_redirect_origins = ["https://bench.example"]
+prices = { $ID_PLAN = "$ID_PRICE" }
+
+[customers]
+source = "stripe"
+metadata_key = "user_id"
+cache_ttl_seconds = 300
+
+[subscriptions]
+cache_ttl_seconds = 300
+entitlements = true
+
+[identity_headers]
+user_id = "x-user-id"
+email = "x-user-email"
+customer = "x-stripe-customer-id"
+subscription_status = "x-subscription-status"
+plan = "x-subscription-plan"
+features = "x-entitlements"
+EOF
 
 cat >"$TMP/sidecar.toml" <<EOF
 [server]
@@ -243,12 +402,24 @@ SIDECAR_PID=$!
 STARTED_PIDS+=("$SIDECAR_PID")
 wait_http "http://127.0.0.1:$P_ADMIN/readyz" "$SIDECAR_PID" "stripe-sidecar"
 
+start_nginx stripe; STRIPE_PID=$NGINX_PID
+wait_http "http://127.0.0.1:$P_STRIPE/v1/subscriptions" "$STRIPE_PID" "Stripe stand-in nginx"
+"$SIDECAR" --check --config "$TMP/sidecar-id.toml" >"$TMP/sidecar-id-check.log" 2>&1 \
+    || { cat "$TMP/sidecar-id-check.log" >&2; die "stripe-sidecar --check rejected the sidecar+id config"; }
+"$SIDECAR" --config "$TMP/sidecar-id.toml" >"$TMP/sidecar-id.log" 2>&1 &
+SIDECAR_ID_PID=$!
+STARTED_PIDS+=("$SIDECAR_ID_PID")
+wait_http "http://127.0.0.1:$P_ADMIN_ID/readyz" "$SIDECAR_ID_PID" "stripe-sidecar (identity)"
+ID_AUTH="Authorization: Bearer $ID_JWT"
+
 declare -A URL=(
     [direct]="http://127.0.0.1:$P_BACKEND"
     [nginx]="http://127.0.0.1:$P_PROXY"
     [sidecar]="http://127.0.0.1:$P_SIDECAR"
+    [identity]="http://127.0.0.1:$P_SIDECAR_ID"
 )
-TARGETS=(direct nginx sidecar)
+TARGETS=(direct nginx sidecar)   # the sanity checks; sidecar+id is checked on its own below
+declare -A T_LABEL=([direct]=direct [nginx]=nginx [sidecar]=sidecar [identity]="sidecar+id")
 
 # Sanity: every target serves both bodies correctly before any load.
 for t in "${TARGETS[@]}"; do
@@ -260,6 +431,36 @@ for t in "${TARGETS[@]}"; do
 done
 log "sanity checks passed on all three targets"
 
+# sidecar+id: fill every cache (token, customer, subscription state) with
+# one request each, and check what the app receives, before any load.
+# 1. The subscription route: proves the stand-in's JSON deserializes and
+#    the sidecar reads the customer, plan and feature from it.
+sub_json=$(curl -sS --max-time 10 -H "$ID_AUTH" "http://127.0.0.1:$P_SIDECAR_ID/api/stripe/subscription") \
+    || die "sidecar+id: GET /api/stripe/subscription failed"
+python3 - "$sub_json" "$ID_CUSTOMER" "$ID_PLAN" "$ID_PRICE" "$ID_FEATURE" <<'EOF' \
+    || die "sidecar+id: unexpected /api/stripe/subscription reply: $sub_json"
+import json, sys
+reply, customer, plan, price, feature = sys.argv[1:6]
+r = json.loads(reply)
+want = {"customerId": customer, "subscribed": True, "status": "active", "plan": plan,
+        "priceId": price, "features": [feature]}
+bad = {k: r.get(k) for k, v in want.items() if r.get(k) != v}
+sys.exit(f"mismatch: {bad}" if bad else 0)
+EOF
+# 2. A proxied request: the app gets all six headers, and a client's own
+#    copies (spoofed here) are replaced.
+ID_ECHO_WANT="$ID_USER|$ID_EMAIL|$ID_CUSTOMER|active|$ID_PLAN|$ID_FEATURE"
+ID_ECHO=$(curl -sS --max-time 5 -H "$ID_AUTH" -H "x-subscription-status: spoofed" \
+    -H "x-entitlements: everything" "http://127.0.0.1:$P_SIDECAR_ID/identity-echo")
+[[ $ID_ECHO == "$ID_ECHO_WANT" ]] || die "sidecar+id: the app saw '$ID_ECHO', want '$ID_ECHO_WANT'"
+# 3. Without a session, no identity header reaches the app, spoofed or not.
+anon_echo=$(curl -sS --max-time 5 -H "x-user-id: spoofed" -H "x-subscription-status: active" \
+    "http://127.0.0.1:$P_SIDECAR_ID/identity-echo")
+[[ $anon_echo == "|||||" ]] || die "sidecar+id: an anonymous request reached the app with '$anon_echo'"
+body=$(curl -sS --max-time 5 -H "$ID_AUTH" "http://127.0.0.1:$P_SIDECAR_ID/small")
+[[ $body == ok ]] || die "sidecar+id /small answered '$body'"
+log "sidecar+id checks passed: the app sees '$ID_ECHO'"
+
 # ------------------------------------------------------------ measurement --
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -268,6 +469,7 @@ pids_of() {  # the processes that make up a target's proxy (nginx: master + work
         direct) echo "$BACKEND_PID" $(ps -o pid= --ppid "$BACKEND_PID" || true) ;;
         nginx) echo "$PROXY_PID" $(ps -o pid= --ppid "$PROXY_PID" || true) ;;
         sidecar) echo "$SIDECAR_PID" ;;
+        identity) echo "$SIDECAR_ID_PID" ;;
     esac
 }
 status_kib() {  # status_kib FIELD PID...: sum of /proc/PID/status FIELD in KiB
@@ -308,16 +510,22 @@ parse_wrk() {
     END { printf "%s %s %s %s %d %d\n", rps, p50, p99, reqs, errs, non2xx }'
 }
 
-declare -A R_RPS R_P50 R_P99 R_REQS R_ERRS R_NON2XX R_RSS0 R_RSS1 R_CPU R_TXT
+declare -A R_RPS R_P50 R_P99 R_REQS R_ERRS R_NON2XX R_RSS0 R_RSS1 R_CPU R_TXT R_LOAD
 WORKLOADS=(small big)
 declare -A W_PATH=([small]=/small [big]=/big)
 declare -A W_CONNS=([small]=$SMALL_CONNS [big]=$BIG_CONNS)
+# sidecar+id right after the plain sidecar, on /small only.
+declare -A W_TARGETS=([small]="direct nginx sidecar identity" [big]="direct nginx sidecar")
 
 metric_lines() {  # the sidecar's request/upstream-error counters
     curl -sS --max-time 5 "http://127.0.0.1:$P_ADMIN/metrics" \
         | grep -E '^stripe_sidecar_(requests_total|upstream_errors_total)' || true
 }
 METRICS_BEFORE=$(metric_lines)
+id_metric_lines() {  # sidecar+id: those, and what it asked Stripe, cached and refused
+    curl -sS --max-time 5 "http://127.0.0.1:$P_ADMIN_ID/metrics" \
+        | grep -E '^stripe_sidecar_(requests_total|upstream_errors_total|stripe_requests_total|auth_rejections_total|customer_cache_total|subscription_syncs_total)' || true
+}
 
 # Other CPU-hungry processes (a concurrent cargo build skews everything).
 busy_others() {
@@ -328,36 +536,90 @@ busy_others() {
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 BUSY_BEFORE=$(busy_others || true)
 
+# measure TARGET WORKLOAD [KEY]: warm-up, then one measured wrk run; results
+# in R_*[KEY] (default TARGET,WORKLOAD).
+measure() {
+    local t=$1 w=$2 k=${3:-$1,$2} url conns cpu0 cpu1 out got
+    local -a extra=()
+    [[ $t == identity ]] && extra=(-H "$ID_AUTH")
+    url="${URL[$t]}${W_PATH[$w]}"
+    conns=${W_CONNS[$w]}
+    # shellcheck disable=SC2046
+    R_RSS0[$k]=$(status_kib VmRSS $(pids_of "$t"))
+    log "${T_LABEL[$t]} $w${3:+ ($k)}: warm-up ${WARMUP}s, then wrk -t1 -c$conns -d${DURATION}s $url"
+    timeout $((WARMUP + 30)) wrk -t1 -c"$conns" -d"${WARMUP}s" "${extra[@]}" "$url" >/dev/null
+    R_LOAD[$k]=$(cut -d' ' -f1 /proc/loadavg)
+    # shellcheck disable=SC2046
+    cpu0=$(cpu_ticks $(pids_of "$t"))
+    out=$(timeout $((DURATION + 30)) wrk -t1 -c"$conns" -d"${DURATION}s" --latency "${extra[@]}" "$url")
+    # shellcheck disable=SC2046
+    cpu1=$(cpu_ticks $(pids_of "$t"))
+    # shellcheck disable=SC2046
+    R_RSS1[$k]=$(status_kib VmRSS $(pids_of "$t"))
+    R_TXT[$k]=$out
+    read -r R_RPS[$k] R_P50[$k] R_P99[$k] R_REQS[$k] R_ERRS[$k] R_NON2XX[$k] \
+        < <(parse_wrk <<<"$out")
+    # CPU ms of the process under test per 1000 requests.
+    R_CPU[$k]=$(awk -v d=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v n="${R_REQS[$k]}" \
+        'BEGIN { printf "%.1f", (n > 0 ? d * 1000 / hz / n * 1000 : 0) }')
+    log "  -> ${R_RPS[$k]} req/s, p50 ${R_P50[$k]} ms, p99 ${R_P99[$k]} ms," \
+        "socket errors ${R_ERRS[$k]}, non-2xx ${R_NON2XX[$k]}, CPU ${R_CPU[$k]} ms/1k req, load ${R_LOAD[$k]}"
+    # Still healthy after the load?
+    got=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "${extra[@]}" "${URL[$t]}/small" || echo fail)
+    [[ $got == 200 ]] || die "$t answers $got after the $w load"
+}
+
 for w in "${WORKLOADS[@]}"; do
-    for t in "${TARGETS[@]}"; do
-        url="${URL[$t]}${W_PATH[$w]}"
-        conns=${W_CONNS[$w]}
-        # shellcheck disable=SC2046
-        R_RSS0[$t,$w]=$(status_kib VmRSS $(pids_of "$t"))
-        log "$t $w: warm-up ${WARMUP}s, then wrk -t1 -c$conns -d${DURATION}s $url"
-        timeout $((WARMUP + 30)) wrk -t1 -c"$conns" -d"${WARMUP}s" "$url" >/dev/null
-        # shellcheck disable=SC2046
-        cpu0=$(cpu_ticks $(pids_of "$t"))
-        out=$(timeout $((DURATION + 30)) wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$url")
-        # shellcheck disable=SC2046
-        cpu1=$(cpu_ticks $(pids_of "$t"))
-        # shellcheck disable=SC2046
-        R_RSS1[$t,$w]=$(status_kib VmRSS $(pids_of "$t"))
-        R_TXT[$t,$w]=$out
-        read -r R_RPS[$t,$w] R_P50[$t,$w] R_P99[$t,$w] R_REQS[$t,$w] R_ERRS[$t,$w] R_NON2XX[$t,$w] \
-            < <(parse_wrk <<<"$out")
-        # CPU ms of the process under test per 1000 requests.
-        R_CPU[$t,$w]=$(awk -v d=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v n="${R_REQS[$t,$w]}" \
-            'BEGIN { printf "%.1f", (n > 0 ? d * 1000 / hz / n * 1000 : 0) }')
-        log "  -> ${R_RPS[$t,$w]} req/s, p50 ${R_P50[$t,$w]} ms, p99 ${R_P99[$t,$w]} ms," \
-            "socket errors ${R_ERRS[$t,$w]}, non-2xx ${R_NON2XX[$t,$w]}"
-        # Still healthy after the load?
-        got=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "${URL[$t]}/small" || echo fail)
-        [[ $got == 200 ]] || die "$t answers $got after the $w load"
+    for t in ${W_TARGETS[$w]}; do
+        measure "$t" "$w"
     done
 done
+# More sidecar+id / sidecar pairs on /small, sidecar+id first this time, so
+# the ratio is not one back-to-back pair on a shared 2-core box.
+ID_KEYS=("identity,small|sidecar,small")
+for ((i = 1; i <= ID_PAIRS; i++)); do
+    measure identity small "identity,small,p$i"
+    measure sidecar small "sidecar,small,p$i"
+    ID_KEYS+=("identity,small,p$i|sidecar,small,p$i")
+done
 METRICS_AFTER=$(metric_lines)
+ID_METRICS_AFTER=$(id_metric_lines)
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# sidecar+id ran on warm caches only if Stripe saw exactly the pre-load
+# lookups (1 search, 1 subscription list, 1 entitlements list), no token
+# was refused, and every request it answered was a 200.
+ID_WRK_REQS=0
+for pair in "${ID_KEYS[@]}"; do k=${pair%%|*}; ID_WRK_REQS=$((ID_WRK_REQS + ${R_REQS[$k]:-0})); done
+ID_PROBLEMS=$(awk -v wrk="$ID_WRK_REQS" '
+    function label(name) {
+        if (match($0, name "=\"[^\"]*\"")) return substr($0, RSTART + length(name) + 2, RLENGTH - length(name) - 3)
+        return ""
+    }
+    /^stripe_sidecar_stripe_requests_total[{ ]/ { stripe += $NF; if (label("outcome") == "ok") ok[label("endpoint")] += $NF }
+    /^stripe_sidecar_auth_rejections_total[{ ]/ { rejected += $NF }
+    /^stripe_sidecar_upstream_errors_total[{ ]/ { upstream += $NF }
+    /^stripe_sidecar_requests_total[{ ]/ {
+        if (label("status") != "200") not200 += $NF
+        else if (label("action") == "proxy") proxied += $NF
+    }
+    END {
+        if (ok["customers_search"] != 1 || ok["subscriptions"] != 1 || ok["active_entitlements"] != 1 || stripe != 3)
+            printf "Stripe requests: %d in all, ok search=%d subscriptions=%d entitlements=%d (want exactly 1 each, 3 in all); ", stripe, ok["customers_search"], ok["subscriptions"], ok["active_entitlements"]
+        if (rejected > 0) printf "%d auth rejections; ", rejected
+        if (upstream > 0) printf "%d upstream errors; ", upstream
+        if (not200 > 0) printf "%d requests not 200; ", not200
+        if (proxied < wrk) printf "%d proxied 200s, fewer than the %d wrk completed; ", proxied, wrk
+    }' <<<"$ID_METRICS_AFTER")
+ID_VERDICT=PASS
+[[ -z $ID_PROBLEMS ]] || ID_VERDICT="FAIL: $ID_PROBLEMS"
+for pair in "${ID_KEYS[@]}"; do
+    k=${pair%%|*}
+    if ((R_ERRS[$k] + R_NON2XX[$k] > 0)); then
+        ID_VERDICT="FAIL: $k: ${R_ERRS[$k]} socket errors, ${R_NON2XX[$k]} non-2xx"
+    fi
+done
+log "sidecar+id warm-cache check: $ID_VERDICT"
 BUSY_AFTER=$(busy_others || true)
 
 # ------------------------------------------------------ 1 GiB streamed ----
@@ -402,12 +664,23 @@ kill -0 "$SIDECAR_PID" 2>/dev/null || die "stripe-sidecar died during the run"
 # nginx's default proxy_buffering spills large responses to temp files; count it.
 NGINX_TEMPFILE_WARN=$(grep -c 'buffered to a temporary file' "$TMP/proxy-error.log" || true)
 THREADS=$(awk '$1 == "Threads:" { print $2 }' "/proc/$SIDECAR_PID/status")
+kill -0 "$SIDECAR_ID_PID" 2>/dev/null || die "stripe-sidecar (identity) died during the run"
+ID_WARN=$(grep -ciE '"level":"(warn|error)"|\b(WARN|ERROR)\b' "$TMP/sidecar-id.log" || true)
 
 # ---------------------------------------------------------------- report --
+median_ratio() {  # median over the sidecar+id pairs of R_<FIELD>[+id] / R_<FIELD>[plain]
+    local -n field="R_$1"
+    local pair
+    for pair in "${ID_KEYS[@]}"; do
+        awk -v a="${field[${pair%%|*}]}" -v b="${field[${pair##*|}]}" 'BEGIN { if (b > 0) printf "%.4f\n", a / b }'
+    done | sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else printf "%.2f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "n/a" }'; }
 fmt_ms() { awk -v v="$1" 'BEGIN { printf (v < 1 ? "%.3f ms" : "%.2f ms"), v }'; }
 fmt_int() { awk -v v="$1" 'BEGIN { printf "%.0f", v }'; }
 
+ID_MEDIAN=$(median_ratio RPS)
+ID_GOAL_VERDICT=$(awk -v r="$ID_MEDIAN" -v g="$ID_GOAL" 'BEGIN { print (r + 0 >= g + 0 ? "MET" : "MISSED") }')
 NGINX_VERSION=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
 WRK_VERSION=$(wrk -v 2>&1 | head -n 1 | awk '{ print $1, $2 }' || true)
 COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -424,16 +697,47 @@ report() {
     echo
     echo "Throughput ratio > 1 means the sidecar is faster; p99 ratio < 1 means its tail latency is lower."
     echo
-    echo "| workload | req/s sidecar/direct | req/s sidecar/nginx | p99 sidecar/direct | p99 sidecar/nginx |"
-    echo "| --- | ---: | ---: | ---: | ---: |"
+    echo "| workload | req/s sidecar/direct | req/s sidecar/nginx | p99 sidecar/direct | p99 sidecar/nginx | req/s signed-in+headers / plain sidecar | p99 signed-in+headers / plain sidecar |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     for w in "${WORKLOADS[@]}"; do
-        printf '| %s | **%s** | **%s** | **%s** | **%s** |\n' \
+        printf '| %s | **%s** | **%s** | **%s** | **%s** | — | — |\n' \
             "GET ${W_PATH[$w]} (-c${W_CONNS[$w]})" \
             "$(ratio "${R_RPS[sidecar,$w]}" "${R_RPS[direct,$w]}")" \
             "$(ratio "${R_RPS[sidecar,$w]}" "${R_RPS[nginx,$w]}")" \
             "$(ratio "${R_P99[sidecar,$w]}" "${R_P99[direct,$w]}")" \
             "$(ratio "${R_P99[sidecar,$w]}" "${R_P99[nginx,$w]}")"
     done
+    printf '| %s | %s | %s | %s | %s | **%s** | **%s** |\n' \
+        "GET /small (-c${SMALL_CONNS}), signed in + 6 identity headers, caches warm (sidecar+id)" \
+        "$(ratio "${R_RPS[identity,small]}" "${R_RPS[direct,small]}")" \
+        "$(ratio "${R_RPS[identity,small]}" "${R_RPS[nginx,small]}")" \
+        "$(ratio "${R_P99[identity,small]}" "${R_P99[direct,small]}")" \
+        "$(ratio "${R_P99[identity,small]}" "${R_P99[nginx,small]}")" \
+        "$(ratio "${R_RPS[identity,small]}" "${R_RPS[sidecar,small]}")" \
+        "$(ratio "${R_P99[identity,small]}" "${R_P99[sidecar,small]}")"
+    echo
+    echo "On the sidecar+id row, the first four columns are sidecar+id/direct and sidecar+id/nginx."
+    echo
+    echo "## Signed-in + identity headers vs the plain sidecar (issue 11: within 10 %)"
+    echo
+    echo "GET /small -c${SMALL_CONNS} with \`Authorization: Bearer <HS256 JWT>\` through a second sidecar with all six \`[identity_headers]\` and \`subscriptions.entitlements = true\`; customer and subscription state from a static nginx Stripe stand-in, read once before the load (caches warm). Each pair is one sidecar+id run and one plain-sidecar run back to back (pair 0: plain first; pairs 1+: sidecar+id first). Goal: req/s ratio ≥ ${ID_GOAL}."
+    echo
+    echo "| pair | req/s sidecar+id | req/s sidecar | req/s ratio | p99 ratio | sidecar CPU ms / 1k req: +id / plain | loadavg (1 min) at start: +id / plain |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    local i=0 pair ki kp
+    for pair in "${ID_KEYS[@]}"; do
+        ki=${pair%%|*} kp=${pair##*|}
+        printf '| %s | %s | %s | **%s** | %s | %s / %s (%s) | %s / %s |\n' "$i" \
+            "$(fmt_int "${R_RPS[$ki]}")" "$(fmt_int "${R_RPS[$kp]}")" \
+            "$(ratio "${R_RPS[$ki]}" "${R_RPS[$kp]}")" "$(ratio "${R_P99[$ki]}" "${R_P99[$kp]}")" \
+            "${R_CPU[$ki]}" "${R_CPU[$kp]}" "$(ratio "${R_CPU[$ki]}" "${R_CPU[$kp]}")" \
+            "${R_LOAD[$ki]}" "${R_LOAD[$kp]}"
+        i=$((i + 1))
+    done
+    printf '| **median** | | | **%s** | %s | (%s) | |\n' \
+        "$(median_ratio RPS)×" "$(median_ratio P99)×" "$(median_ratio CPU)×"
+    echo
+    echo "Verdict: median req/s ratio $(median_ratio RPS) vs goal ${ID_GOAL}: **${ID_GOAL_VERDICT}**. Warm-cache check (sidecar+id /metrics: exactly 1 Customer Search, 1 subscription list, 1 entitlements list, all before the load; no auth rejections; every request 200): **${ID_VERDICT}**. The app saw \`${ID_ECHO}\` (user id | email | customer | status | plan | features)."
     echo
     echo "## Memory (RSS of the proxy; nginx = master + worker)"
     echo
@@ -457,18 +761,25 @@ report() {
     echo
     echo "## Absolute numbers"
     echo
-    echo "| workload | target | req/s | p50 | p99 | requests | socket errors | non-2xx | proxy CPU ms / 1k req | RSS before → after |"
-    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| workload | target | req/s | p50 | p99 | requests | socket errors | non-2xx | proxy CPU ms / 1k req | RSS before → after | loadavg (1 min) at start |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    local rows=() row k t label
     for w in "${WORKLOADS[@]}"; do
-        for t in "${TARGETS[@]}"; do
-            local rss="—" cpu="${R_CPU[$t,$w]}"
-            [[ $t == direct ]] && cpu="(backend) $cpu"
-            [[ $t != direct ]] && rss="$(mib "${R_RSS0[$t,$w]}") → $(mib "${R_RSS1[$t,$w]}") MiB"
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
-                "${W_PATH[$w]} -c${W_CONNS[$w]}" "$t" "$(fmt_int "${R_RPS[$t,$w]}")" \
-                "$(fmt_ms "${R_P50[$t,$w]}")" "$(fmt_ms "${R_P99[$t,$w]}")" "${R_REQS[$t,$w]}" \
-                "${R_ERRS[$t,$w]}" "${R_NON2XX[$t,$w]}" "$cpu" "$rss"
-        done
+        for t in ${W_TARGETS[$w]}; do rows+=("$t,$w|$w|${T_LABEL[$t]}"); done
+    done
+    for ((i = 1; i <= ID_PAIRS; i++)); do
+        rows+=("identity,small,p$i|small|sidecar+id (pair $i)" "sidecar,small,p$i|small|sidecar (pair $i)")
+    done
+    for row in "${rows[@]}"; do
+        IFS='|' read -r k w label <<<"$row"
+        t=${k%%,*}
+        local rss="—" cpu="${R_CPU[$k]}"
+        [[ $t == direct ]] && cpu="(backend) $cpu"
+        [[ $t != direct ]] && rss="$(mib "${R_RSS0[$k]}") → $(mib "${R_RSS1[$k]}") MiB"
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+            "${W_PATH[$w]} -c${W_CONNS[$w]}" "$label" "$(fmt_int "${R_RPS[$k]}")" \
+            "$(fmt_ms "${R_P50[$k]}")" "$(fmt_ms "${R_P99[$k]}")" "${R_REQS[$k]}" \
+            "${R_ERRS[$k]}" "${R_NON2XX[$k]}" "$cpu" "$rss" "${R_LOAD[$k]}"
     done
     echo
     echo "## Sidecar health during the run"
@@ -480,6 +791,11 @@ report() {
         echo "$SIDECAR_WARN_SAMPLE" | cut -c1-300
         echo '```'
     fi
+    echo "- sidecar+id: threads $(awk '$1 == "Threads:" { print $2 }' "/proc/$SIDECAR_ID_PID/status"); warn/error log lines: ${ID_WARN:-0}; /metrics after the load runs (warm-cache check: ${ID_VERDICT}):"
+    echo '```'
+    echo "${ID_METRICS_AFTER:-(none)}" | grep -vE ' 0$' || true
+    echo '```'
+    echo "  (counters at 0 left out)"
     echo "- nginx proxy 'buffered to a temporary file' warnings (default proxy_buffering on): ${NGINX_TEMPFILE_WARN:-0}"
     echo "- /metrics counters before the load runs:"
     echo '```'
@@ -494,10 +810,12 @@ report() {
 report | tee "$RESULTS"
 log "written $RESULTS"
 for w in "${WORKLOADS[@]}"; do
-    for t in "${TARGETS[@]}"; do
+    for t in ${W_TARGETS[$w]}; do
         if ((R_ERRS[$t,$w] + R_NON2XX[$t,$w] > 0)); then
             log "WARNING: $t ${W_PATH[$w]}: ${R_ERRS[$t,$w]} socket errors, ${R_NON2XX[$t,$w]} non-2xx"
         fi
     done
 done
 [[ $STREAM_VERDICT == PASS && $UPLOAD_VERDICT == PASS ]] || die "a streamed 1 GiB transfer failed its check"
+[[ $ID_VERDICT == PASS ]] || die "sidecar+id: $ID_VERDICT"
+log "sidecar+id: median req/s ratio to the plain sidecar $ID_MEDIAN (goal $ID_GOAL): $ID_GOAL_VERDICT"
