@@ -392,15 +392,20 @@ fn bearer(value: &http::HeaderValue) -> Option<&str> {
 /// Three dot-separated base64url parts (the last may be empty, as in the
 /// `alg: none` tokens attackers send, which must still be refused as JWTs).
 fn looks_like_jwt(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('.').collect();
     let base64url = |s: &str| {
         s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
     };
-    parts.len() == 3
-        && !parts[0].is_empty()
-        && !parts[1].is_empty()
-        && parts.iter().all(|p| base64url(p))
+    // Checked on every request that carries a token: no allocation.
+    let mut parts = value.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(header), Some(claims), Some(signature), None) => {
+            !header.is_empty()
+                && !claims.is_empty()
+                && [header, claims, signature].into_iter().all(base64url)
+        }
+        _ => false,
+    }
 }
 
 /// Every `name=value` of every `Cookie` header, in order.
