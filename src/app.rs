@@ -35,6 +35,7 @@ use crate::metrics::{Metrics, PROXY};
 use crate::proxy::{self, Proxy};
 use crate::rate_limit::RateLimit;
 use crate::routes::{Action, Match, Route, RouteTable};
+use crate::shared::{Kind, Shared};
 use crate::stripe::{self, Stripe, StripeError};
 use crate::subscriptions::{Account, Subscriptions};
 
@@ -62,12 +63,33 @@ impl State {
         let metrics = Arc::new(Metrics::default());
         let client = https_client(config.upstream.connect_timeout)?;
         let stripe = Stripe::new(&config.stripe, client.clone(), metrics.clone());
+        let shared = Shared::start(&config.state, metrics.clone());
         let customers = Customers::new(
             &config.customers,
             client.clone(),
             config.stripe.timeout,
+            shared.clone(),
             metrics.clone(),
         );
+        let subscriptions = Subscriptions::new(
+            &config.subscriptions,
+            &config.checkout.prices,
+            config.customers.cache_capacity,
+            shared.clone(),
+            metrics.clone(),
+        );
+        if let Some(shared) = &shared {
+            let customers = customers.invalidator();
+            let subscriptions = subscriptions.invalidator();
+            shared.listen(Arc::new(move |target| match target {
+                Some((Kind::Customer, user)) => customers(Some(user)),
+                Some((Kind::Subscription, customer)) => subscriptions(Some(customer)),
+                None => {
+                    customers(None);
+                    subscriptions(None);
+                }
+            }));
+        }
         Ok(State {
             routes: RouteTable::new(config.routes.clone()),
             proxy: Proxy::new(
@@ -80,12 +102,7 @@ impl State {
             billing: Billing {
                 stripe,
                 customers,
-                subscriptions: Subscriptions::new(
-                    &config.subscriptions,
-                    &config.checkout.prices,
-                    config.customers.cache_capacity,
-                    metrics.clone(),
-                ),
+                subscriptions,
                 checkout: config.checkout.clone(),
                 webhooks: config.stripe.clone(),
                 metadata_key: config.customers.metadata_key.clone(),

@@ -82,6 +82,7 @@ pub struct RawConfig {
     pub subscriptions: RawSubscriptions,
     pub identity_headers: RawIdentityHeaders,
     pub gates: Vec<RawGate>,
+    pub state: RawState,
     /// Absent: the four default routes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routes: Option<Vec<RawRoute>>,
@@ -307,6 +308,22 @@ impl Default for RawGate {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawState {
+    pub redis_url: String,
+    pub key_prefix: String,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        RawState {
+            redis_url: String::new(),
+            key_prefix: "stripe-sidecar:".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RawRoute {
@@ -376,6 +393,7 @@ impl RawConfig {
         raw.customers.lookup_headers.values_mut().for_each(hide);
         raw.auth.jwks_url = redact_url(&raw.auth.jwks_url);
         raw.customers.lookup_url = redact_url(&raw.customers.lookup_url);
+        raw.state.redis_url = redact_url(&raw.state.redis_url);
         raw.routes.get_or_insert_with(default_routes);
         // Cannot fail: every value came from TOML or is a small default.
         toml::to_string(&raw).unwrap_or_else(|e| format!("# not printable: {e}\n"))
@@ -479,6 +497,7 @@ impl Reader<'_> {
             subscriptions: reader.section("subscriptions", file.remove("subscriptions")),
             identity_headers: reader.section("identity_headers", file.remove("identity_headers")),
             gates: reader.section("gates", file.remove("gates")),
+            state: reader.section("state", file.remove("state")),
             routes: file
                 .remove("routes")
                 .map(|routes| reader.section("routes", Some(routes))),
@@ -845,6 +864,7 @@ pub struct Config {
     pub subscriptions: Subscriptions,
     pub identity_headers: IdentityHeaders,
     pub gates: Vec<Gate>,
+    pub state: State,
     pub routes: Vec<Route>,
     /// The file as read, for `--check`.
     pub raw: RawConfig,
@@ -1015,6 +1035,14 @@ impl IdentityHeaders {
     }
 }
 
+/// Shared state between replicas.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// `redis://` or `rediss://`; `None`: this process only.
+    pub redis_url: Option<String>,
+    pub key_prefix: String,
+}
+
 /// `scheme://host[:port]`, lower-cased, with the scheme's default port
 /// dropped, so two spellings of one origin compare equal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1094,6 +1122,7 @@ impl Config {
         let identity_headers = validate_identity_headers(&raw.identity_headers, p);
         let routes = validate_routes(raw.routes.as_deref(), p);
         let gates = validate_gates(&raw.gates, &checkout, &subscriptions, &routes, p);
+        let state = validate_state(&raw.state, p);
         Some(Config {
             server,
             upstream,
@@ -1104,6 +1133,7 @@ impl Config {
             subscriptions,
             identity_headers,
             gates,
+            state,
             routes,
             raw,
         })
@@ -1777,6 +1807,27 @@ fn validate_gates(
         }
     }
     gates
+}
+
+fn validate_state(raw: &RawState, p: &mut Check) -> State {
+    let redis_url = non_empty(&raw.redis_url);
+    if let Some(url) = &redis_url {
+        let scheme = url::Url::parse(url).ok().map(|u| u.scheme().to_string());
+        if !matches!(scheme.as_deref(), Some("redis" | "rediss")) {
+            // Never echoed: it may carry a password.
+            p.push(problem(
+                "state.redis_url",
+                "must be a redis:// or rediss:// URL (e.g. \"redis://127.0.0.1:6379/0\")",
+            ));
+        }
+    }
+    if raw.key_prefix.len() > 64 {
+        p.push(problem("state.key_prefix", "must be at most 64 characters"));
+    }
+    State {
+        redis_url,
+        key_prefix: raw.key_prefix.clone(),
+    }
 }
 
 fn validate_routes(raw: Option<&[RawRoute]>, p: &mut Check) -> Vec<Route> {

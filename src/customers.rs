@@ -28,6 +28,7 @@ use crate::error::Error;
 use crate::http_client::{fetch, HttpsClient};
 use crate::identity::User;
 use crate::metrics::Metrics;
+use crate::shared::{Kind, Shared};
 use crate::stripe::{Stripe, StripeError};
 
 const LOOKUP_MAX_BYTES: usize = 64 * 1024;
@@ -40,6 +41,8 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
 
 /// A user id's customer: `Some(cus_...)`, or `None` for "has none".
 type Entry = Option<String>;
+/// "Has none", as written to Redis.
+const NONE: &str = "none";
 
 pub struct Customers {
     settings: Settings,
@@ -47,6 +50,8 @@ pub struct Customers {
     client: HttpsClient,
     /// Bounds an `http` lookup.
     timeout: Duration,
+    /// Redis behind the cache, with several replicas.
+    shared: Option<Shared>,
     metrics: Arc<Metrics>,
 }
 
@@ -92,6 +97,7 @@ impl Customers {
         settings: &Settings,
         client: HttpsClient,
         timeout: Duration,
+        shared: Option<Shared>,
         metrics: Arc<Metrics>,
     ) -> Customers {
         let cache = Cache::builder()
@@ -107,7 +113,34 @@ impl Customers {
             cache,
             client,
             timeout,
+            shared,
             metrics,
+        }
+    }
+
+    /// Drops one user's entry (`Some`) or all (`None`) from this
+    /// process's cache, for invalidations from other replicas.
+    pub fn invalidator(&self) -> impl Fn(Option<&str>) + Send + Sync + 'static {
+        let cache = self.cache.clone();
+        move |user| match user {
+            Some(user) => {
+                let (cache, user) = (cache.clone(), user.to_string());
+                tokio::spawn(async move { cache.invalidate(&user).await });
+            }
+            None => cache.invalidate_all(),
+        }
+    }
+
+    /// Writes `user_id`'s entry to Redis (with the cache's lifetime for
+    /// it) and tells the other replicas.
+    async fn share(&self, user_id: &str, entry: &Entry) {
+        if let Some(shared) = &self.shared {
+            let value = entry.as_deref().unwrap_or(NONE);
+            let ttl = match entry {
+                Some(_) => self.settings.cache_ttl,
+                None => self.settings.negative_ttl,
+            };
+            shared.put(Kind::Customer, user_id, value, ttl).await;
         }
     }
 
@@ -143,8 +176,16 @@ impl Customers {
             .and_try_compute_with(|existing| async move {
                 match existing.map(|e| e.into_value()) {
                     // Another request created it while this one waited.
-                    Some(Some(_)) => Ok(Op::Nop),
-                    _ => self.create(stripe, user).await.map(|id| Op::Put(Some(id))),
+                    Some(Some(_)) => Ok::<_, Error>(Op::Nop),
+                    _ => {
+                        // Or another replica, before Stripe's search shows it.
+                        if let Some(id) = self.shared_customer(&user.id).await {
+                            return Ok(Op::Put(Some(id)));
+                        }
+                        let id = self.create(stripe, user).await?;
+                        self.share(&user.id, &Some(id.clone())).await;
+                        Ok(Op::Put(Some(id)))
+                    }
                 }
             })
             .await?;
@@ -156,7 +197,8 @@ impl Customers {
     /// Payment Link, so it may fill a gap, never replace a customer.
     pub async fn remember(&self, user_id: &str, customer_id: &str) {
         let customer = customer_id.to_string();
-        self.cache
+        let result = self
+            .cache
             .entry(user_id.to_string())
             .and_compute_with(|existing| async move {
                 match existing.map(|e| e.into_value()) {
@@ -165,6 +207,9 @@ impl Customers {
                 }
             })
             .await;
+        if let moka::ops::compute::CompResult::ReplacedWith(entry) = result {
+            self.share(user_id, entry.value()).await;
+        }
     }
 
     /// Drops every cached entry naming `customer_id` (a deleted customer).
@@ -178,7 +223,26 @@ impl Customers {
         }
     }
 
+    /// The customer another replica found or created for `user_id`.
+    async fn shared_customer(&self, user_id: &str) -> Option<String> {
+        let value = self.shared.as_ref()?.get(Kind::Customer, user_id).await?;
+        Some(value).filter(|v| v != NONE)
+    }
+
+    /// Redis first (another replica may have found or created it), then
+    /// the configured source, whose answer goes to Redis.
     async fn lookup(&self, stripe: &Stripe, user_id: &str) -> Result<Entry, Error> {
+        if let Some(shared) = &self.shared {
+            if let Some(value) = shared.get(Kind::Customer, user_id).await {
+                return Ok(Some(value).filter(|v| v != NONE));
+            }
+        }
+        let entry = self.lookup_source(stripe, user_id).await?;
+        self.share(user_id, &entry).await;
+        Ok(entry)
+    }
+
+    async fn lookup_source(&self, stripe: &Stripe, user_id: &str) -> Result<Entry, Error> {
         match &self.settings.source {
             CustomerSource::Stripe => self.search(stripe, user_id).await,
             CustomerSource::Http {

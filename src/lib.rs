@@ -35,6 +35,7 @@ pub mod proxy;
 pub mod rate_limit;
 pub mod routes;
 pub mod server;
+pub mod shared;
 pub mod stripe;
 pub mod subscriptions;
 

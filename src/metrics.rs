@@ -97,6 +97,41 @@ impl UpstreamFailure {
     }
 }
 
+/// A Redis call that failed: `op` of `stripe_sidecar_state_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateOp {
+    Connect,
+    Get,
+    Set,
+    Publish,
+    Subscribe,
+}
+
+impl StateOp {
+    const ALL: [StateOp; 5] = [
+        StateOp::Connect,
+        StateOp::Get,
+        StateOp::Set,
+        StateOp::Publish,
+        StateOp::Subscribe,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            StateOp::Connect => "connect",
+            StateOp::Get => "get",
+            StateOp::Set => "set",
+            StateOp::Publish => "publish",
+            StateOp::Subscribe => "subscribe",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
 /// How one HTTP request to Stripe ended: `outcome` of
 /// `stripe_sidecar_stripe_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +247,7 @@ pub struct Metrics {
     rate_limited: Family<ActionLabel, Counter>,
     gate_decisions: Family<ResultLabel, Counter>,
     subscription_syncs: Family<SyncLabels, Counter>,
+    state_errors: Family<OpLabel, Counter>,
     connections: Gauge,
 }
 
@@ -229,6 +265,7 @@ impl Default for Metrics {
             rate_limited: Family::default(),
             gate_decisions: Family::default(),
             subscription_syncs: Family::default(),
+            state_errors: Family::default(),
             connections: Gauge::default(),
             registry: Registry::default(),
         };
@@ -276,6 +313,11 @@ impl Default for Metrics {
             "subscription_syncs",
             "Subscription state read from Stripe, by trigger and outcome",
             metrics.subscription_syncs.clone(),
+        );
+        registry.register(
+            "state_errors",
+            "Redis calls that failed or timed out, by operation",
+            metrics.state_errors.clone(),
         );
         registry.register(
             "connections",
@@ -333,6 +375,10 @@ impl Default for Metrics {
                 metrics.subscription_syncs.get_or_create(&labels).get();
             }
         }
+        for op in StateOp::ALL {
+            let op = op.label();
+            metrics.state_errors.get_or_create(&OpLabel { op }).get();
+        }
         for rejection in Rejection::ALL {
             let reason = rejection_reason(rejection);
             metrics
@@ -379,6 +425,11 @@ impl Metrics {
             outcome: sync_outcome(ok),
         };
         self.subscription_syncs.get_or_create(&labels).inc();
+    }
+
+    pub fn state_error(&self, op: StateOp) {
+        let op = op.label();
+        self.state_errors.get_or_create(&OpLabel { op }).inc();
     }
 
     pub fn customer_cache(&self, hit: bool) {

@@ -23,9 +23,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use moka::future::Cache;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use stripe_billing::subscription::{ListSubscription, ListSubscriptionStatus};
 use stripe_misc::entitlements_active_entitlement::ListEntitlementsActiveEntitlement;
@@ -33,6 +34,7 @@ use stripe_misc::entitlements_active_entitlement::ListEntitlementsActiveEntitlem
 use crate::config;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::shared::{Kind, Shared};
 use crate::stripe::{Stripe, StripeError};
 
 /// A `?refresh=true` within this long of the customer's last sync is
@@ -45,7 +47,8 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 const MAX_PAGES: usize = 100;
 
 /// One kept subscription, as the subscription route shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Subscription {
     pub id: String,
     pub status: String,
@@ -78,7 +81,7 @@ impl Subscription {
 }
 
 /// A customer's subscriptions and active features.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub subscriptions: Vec<Subscription>,
     pub features: Vec<String>,
@@ -164,7 +167,23 @@ pub struct Subscriptions {
     /// Price id -> `checkout.prices` alias.
     aliases: HashMap<String, String>,
     slots: Cache<String, Arc<Slot>>,
+    /// Redis behind the slots, with several replicas.
+    shared: Option<Shared>,
     metrics: Arc<Metrics>,
+}
+
+/// A state as written to Redis: with when its sync started, so a replica
+/// reading it knows its age.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    /// Milliseconds since the Unix epoch.
+    synced_at: u64,
+    state: State,
+}
+
+fn unix_millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One customer's state and its sync lock.
@@ -207,6 +226,7 @@ impl Subscriptions {
         settings: &config::Subscriptions,
         prices: &std::collections::BTreeMap<String, String>,
         capacity: u64,
+        shared: Option<Shared>,
         metrics: Arc<Metrics>,
     ) -> Subscriptions {
         Subscriptions {
@@ -216,7 +236,28 @@ impl Subscriptions {
                 .map(|(alias, id)| (id.clone(), alias.clone()))
                 .collect(),
             slots: Cache::builder().max_capacity(capacity).build(),
+            shared,
             metrics,
+        }
+    }
+
+    /// Marks one customer's state (`Some`) or all (`None`) in this process
+    /// as needing a sync, for invalidations from other replicas; the last
+    /// known state stays for when that sync fails.
+    pub fn invalidator(&self) -> impl Fn(Option<&str>) + Send + Sync + 'static {
+        let slots = self.slots.clone();
+        move |customer| match customer {
+            Some(customer) => {
+                let (slots, customer) = (slots.clone(), customer.to_string());
+                tokio::spawn(async move {
+                    if let Some(slot) = slots.get(&customer).await {
+                        slot.known().synced = None;
+                    }
+                });
+            }
+            None => slots
+                .iter()
+                .for_each(|(_, slot)| slot.known().synced = None),
         }
     }
 
@@ -251,9 +292,39 @@ impl Subscriptions {
         }
     }
 
-    /// Drops a deleted customer's state.
+    /// Drops a deleted customer's state, here and in Redis.
     pub async fn forget(&self, customer: &str) {
         self.slots.invalidate(customer).await;
+        if let Some(shared) = &self.shared {
+            shared.remove(Kind::Subscription, customer).await;
+        }
+    }
+
+    /// The state another replica synced, if it is recent enough for
+    /// `since`; kept in `slot` as if synced here when it was synced there.
+    async fn read_shared(
+        &self,
+        slot: &Slot,
+        customer: &str,
+        since: Option<Instant>,
+    ) -> Option<Arc<State>> {
+        let text = self
+            .shared
+            .as_ref()?
+            .get(Kind::Subscription, customer)
+            .await?;
+        let stored: Stored = serde_json::from_str(&text).ok()?;
+        let age =
+            Duration::from_millis(unix_millis(SystemTime::now()).saturating_sub(stored.synced_at));
+        let synced = Instant::now().checked_sub(age)?;
+        if since.is_some_and(|since| synced < since) {
+            return None;
+        }
+        let state = Arc::new(stored.state);
+        let mut known = slot.known();
+        known.state = Some(state.clone());
+        known.synced = Some(synced);
+        Some(state)
     }
 
     async fn state(
@@ -273,6 +344,9 @@ impl Subscriptions {
         }
         let _one_at_a_time = slot.syncing.lock().await;
         if let Some(state) = slot.synced_since(since) {
+            return Ok(state);
+        }
+        if let Some(state) = self.read_shared(&slot, customer, since).await {
             return Ok(state);
         }
         let known = slot.known().clone();
@@ -295,11 +369,22 @@ impl Subscriptions {
             }
         }
         let started = Instant::now();
+        let started_at = SystemTime::now();
         let fetched = match stripe {
             Some(stripe) => self.fetch(stripe, customer).await,
             None => Err(StripeError::Unavailable("no stripe.secret_key".into())),
         };
         self.metrics.subscription_sync(trigger, fetched.is_ok());
+        if let (Ok(state), Some(shared)) = (&fetched, &self.shared) {
+            let stored = Stored {
+                synced_at: unix_millis(started_at),
+                state: state.clone(),
+            };
+            if let Ok(text) = serde_json::to_string(&stored) {
+                let ttl = self.settings.cache_ttl;
+                shared.put(Kind::Subscription, customer, &text, ttl).await;
+            }
+        }
         let mut known = slot.known();
         match fetched {
             Ok(state) => {

@@ -24,6 +24,7 @@ use crate::support::sidecar::binary;
 const SIDECAR: &str = "stripe-sidecar";
 const BASE: &str = "deploy/kubernetes/base";
 const OVERLAY: &str = "deploy/kubernetes/overlays/native-sidecar";
+const REDIS_OVERLAY: &str = "deploy/kubernetes/overlays/redis";
 /// Docker's `stop_grace_period` when a compose service sets none.
 const COMPOSE_DEFAULT_STOP_SECONDS: u64 = 10;
 
@@ -109,6 +110,7 @@ fn kustomizations_name_every_file_and_only_what_is_checked() {
     for (dir, keys) in [
         (BASE, ["resources", "configMapGenerator"]),
         (OVERLAY, ["resources", "patches"]),
+        (REDIS_OVERLAY, ["resources", "patches"]),
     ] {
         let kustomization = kustomization(dir);
         let mut named = BTreeSet::new();
@@ -145,10 +147,48 @@ fn kustomizations_name_every_file_and_only_what_is_checked() {
             );
         }
     }
+    for overlay in [OVERLAY, REDIS_OVERLAY] {
+        assert_eq!(
+            strings(&kustomization(overlay)["resources"]),
+            ["../../base"],
+            "{overlay} builds on the base"
+        );
+    }
+}
+
+/// The Redis overlay: the sidecar (checked by name) gets `REDIS_URL` from
+/// a Secret, which the base config reads as `state.redis_url`, and the
+/// Deployment scales out; nothing else.
+#[test]
+fn redis_overlay_wires_the_sidecar_to_redis() {
+    let ops = yaml_document(&repo(REDIS_OVERLAY).join("redis.yaml"));
+    let ops = ops.as_array().expect("a JSON patch");
+    let op = |name: &str, path: &str| {
+        ops.iter()
+            .find(|o| o["op"] == name && o["path"] == path)
+            .unwrap_or_else(|| panic!("redis.yaml: no `{name} {path}`"))
+    };
     assert_eq!(
-        strings(&kustomization(OVERLAY)["resources"]),
-        ["../../base"],
-        "the overlay builds on the base"
+        op("test", "/spec/template/spec/containers/1/name")["value"],
+        "stripe-sidecar"
+    );
+    let env = &op("add", "/spec/template/spec/containers/1/env/-")["value"];
+    assert_eq!(env["name"], "REDIS_URL");
+    assert_eq!(
+        env["valueFrom"]["secretKeyRef"]["name"],
+        "stripe-sidecar-redis"
+    );
+    assert_eq!(env["valueFrom"]["secretKeyRef"]["key"], "url");
+    assert!(op("replace", "/spec/replicas")["value"].as_u64() > Some(1));
+    assert_eq!(
+        ops.len(),
+        3,
+        "redis.yaml: operations this test does not check"
+    );
+    let config = std::fs::read_to_string(repo(BASE).join("config.toml")).unwrap();
+    assert!(
+        config.contains("redis_url = \"${REDIS_URL:-}\""),
+        "the base config reads REDIS_URL"
     );
 }
 

@@ -13,5 +13,6 @@ mod hardening;
 mod identity;
 mod properties;
 mod proxy;
+mod shared_state;
 mod subscriptions;
 mod webhook;

@@ -5,5 +5,6 @@
 pub mod app;
 pub mod events;
 pub mod raw;
+pub mod redis;
 pub mod sidecar;
 pub mod stripe;
