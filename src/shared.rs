@@ -8,8 +8,9 @@
 //! entry on receipt, and reads Redis before Stripe on its next miss.
 //!
 //! Redis is never on the critical path: every call is bounded by
-//! [`TIMEOUT`], a failure counts in `stripe_sidecar_state_errors_total{op}`
-//! and reads as "not in Redis", so the sidecar goes on with its own caches
+//! [`TIMEOUT`], a failure counts in `stripe_sidecar_state_errors_total{op}`,
+//! pauses calls for [`PAUSE_AFTER_FAILURE`] (so a request meets at most one
+//! timeout) and reads as "not in Redis", so the sidecar goes on with its own caches
 //! and Stripe, and readiness does not depend on it. Connecting happens in
 //! the background (Redis down at start delays nothing), with the `redis`
 //! crate's connection manager reconnecting by itself; the pub/sub
@@ -19,8 +20,8 @@
 //! (re)subscription the in-process entries are dropped, so nothing missed
 //! outlives the reconnection.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -32,6 +33,9 @@ use crate::metrics::{Metrics, StateOp};
 pub const TIMEOUT: Duration = Duration::from_millis(250);
 /// Between attempts to (re)connect the pub/sub listener.
 const RECONNECT_EVERY: Duration = Duration::from_millis(500);
+/// After a failed call, calls are skipped (as failures) this long, so one
+/// request meets at most one [`TIMEOUT`] however many calls it makes.
+const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// What an invalidation names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +76,8 @@ struct Inner {
     connection: OnceLock<ConnectionManager>,
     /// Tells this replica's own invalidations from the others'.
     replica: String,
+    /// Until when calls are skipped after a failure.
+    paused_until: Mutex<Option<Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -94,6 +100,7 @@ impl Shared {
                 prefix: settings.key_prefix.clone(),
                 connection: OnceLock::new(),
                 replica: uuid::Uuid::new_v4().simple().to_string(),
+                paused_until: Mutex::new(None),
                 metrics,
             }),
         };
@@ -144,26 +151,36 @@ impl Shared {
         self.run::<()>(StateOp::Publish, publish).await;
     }
 
-    /// Runs `command` within [`TIMEOUT`]; `None` (counted) on any failure.
+    /// Runs `command` within [`TIMEOUT`]; `None` (counted) on any failure,
+    /// and for [`PAUSE_AFTER_FAILURE`] after one.
     async fn run<T: redis::FromRedisValue>(&self, op: StateOp, command: redis::Cmd) -> Option<T> {
-        let Some(connection) = self.inner.connection.get() else {
+        let paused = self
+            .paused_until()
+            .is_some_and(|until| Instant::now() < until);
+        let connection = self.inner.connection.get().filter(|_| !paused);
+        let Some(connection) = connection else {
             self.inner.metrics.state_error(op);
             return None;
         };
         let mut connection = connection.clone();
-        match tokio::time::timeout(TIMEOUT, command.query_async::<T>(&mut connection)).await {
-            Ok(Ok(value)) => Some(value),
-            Ok(Err(error)) => {
-                tracing::debug!(?op, error = %error, "redis call failed");
-                self.inner.metrics.state_error(op);
-                None
-            }
-            Err(_) => {
-                tracing::debug!(?op, "redis call timed out");
-                self.inner.metrics.state_error(op);
-                None
-            }
-        }
+        let failure =
+            match tokio::time::timeout(TIMEOUT, command.query_async::<T>(&mut connection)).await {
+                Ok(Ok(value)) => return Some(value),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => "timed out".to_string(),
+            };
+        tracing::debug!(?op, error = %failure, "redis call failed");
+        self.inner.metrics.state_error(op);
+        *self.paused_until() = Some(Instant::now() + PAUSE_AFTER_FAILURE);
+        None
+    }
+
+    fn paused_until(&self) -> MutexGuard<'_, Option<Instant>> {
+        // A plain Instant: whole after any panic.
+        self.inner
+            .paused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Listens on the invalidation channel for as long as the process

@@ -335,3 +335,37 @@ async fn redis_down_at_start_delays_nothing() {
         "{metrics}"
     );
 }
+
+/// A slow Redis (`DEBUG SLEEP`) holds no request longer than the sidecar's
+/// Redis timeout: a cold read goes on to Stripe and is answered.
+#[tokio::test]
+async fn a_slow_redis_costs_at_most_its_timeout() {
+    let Some(r) = replicas("shared_state::a_slow_redis").await else {
+        return;
+    };
+    r.subscribed("u3");
+    let sleeper = r.redis.addr;
+    let sleeping = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(sleeper).unwrap();
+        stream
+            .write_all(b"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$1\r\n3\r\n")
+            .unwrap();
+        let mut reply = [0u8; 16];
+        let _ = stream.read(&mut reply);
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    assert_eq!(gate(&r.b, "u3").await, 200, "answered from Stripe");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "waited on Redis: {took:?}"
+    );
+    let errors = metrics(&r.b).await;
+    assert!(
+        !errors.contains("stripe_sidecar_state_errors_total{op=\"get\"} 0"),
+        "{errors}"
+    );
+    sleeping.join().unwrap();
+}

@@ -60,6 +60,8 @@ impl RedisServer {
                 &self.addr.port().to_string(),
             ])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            // DEBUG SLEEP plays a slow Redis.
+            .args(["--enable-debug-command", "yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
