@@ -30,7 +30,7 @@ use crate::config;
 use crate::metrics::{Metrics, StateOp};
 
 /// The longest any request waits on Redis.
-pub const TIMEOUT: Duration = Duration::from_millis(250);
+pub const TIMEOUT: Duration = Duration::from_millis(500);
 /// Between attempts to (re)connect the pub/sub listener.
 const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 /// After a failed call, calls are skipped (as failures) this long, so one
