@@ -162,6 +162,11 @@ fn demo(port: u16) -> ExitCode {
             Ok(demo) => demo,
             Err(error) => {
                 eprintln!("stripe-sidecar demo: cannot start: {error}");
+                if error.kind() == std::io::ErrorKind::AddrInUse {
+                    eprintln!(
+                        "stripe-sidecar demo: choose another port with --port (0: any free one)"
+                    );
+                }
                 return ExitCode::FAILURE;
             }
         };
