@@ -12,6 +12,8 @@
 //! validated configuration everything starts from, [`admin`] serves health
 //! and [`metrics`], [`logging`] writes the JSON lines, [`body`] holds the
 //! body type and its helpers, [`http_client`] the outbound HTTPS client.
+//! [`demo`] runs the whole product in one process for `stripe-sidecar demo`,
+//! with a stand-in app and a stand-in Stripe.
 #![forbid(unsafe_code)]
 // async-stripe's nested types overflow the default when checking a
 // request future is `Send`.
@@ -23,6 +25,7 @@ pub mod billing;
 pub mod body;
 pub mod config;
 pub mod customers;
+pub mod demo;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;

@@ -1,12 +1,14 @@
 //! The `stripe-sidecar` binary: parse arguments, load the configuration,
-//! start logging, run the server, and turn the outcome into an exit code;
-//! and the process's memory allocator (jemalloc, see [`GLOBAL`]).
+//! start logging, run the server (or, for `stripe-sidecar demo`, the whole
+//! product with its stand-ins), and turn the outcome into an exit code; and
+//! the process's memory allocator (jemalloc, see [`GLOBAL`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use stripe_sidecar::{config::Config, logging, Server, Stopped};
+use clap::{Parser, Subcommand};
+use stripe_sidecar::config::{Config, LogFormat};
+use stripe_sidecar::{demo::Demo, logging, Server, Stopped};
 
 /// jemalloc, with its background thread on, instead of the C library's
 /// malloc. After five bursts of 2,000 connections (`bench/memory.sh`)
@@ -42,10 +44,27 @@ struct Args {
     /// Validate the configuration, print it with secrets redacted, and exit.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole product on 127.0.0.1 with no account and no network:
+    /// the sidecar in front of a demo app, with a stand-in for Stripe.
+    /// Reads no configuration file and no environment.
+    Demo {
+        /// The port to open in a browser (0: any free port).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Demo { port }) = args.command {
+        return demo(port);
+    }
     let text = match std::fs::read_to_string(&args.config) {
         Ok(text) => text,
         Err(error) => {
@@ -71,6 +90,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init(config.server.log_format);
+    run(config)
+}
+
+/// Serves `config` until a signal.
+fn run(config: Config) -> ExitCode {
     // One worker needs no work-stealing scheduler: the single-threaded one
     // does the same with fewer cross-thread wake-ups.
     let mut runtime = match config.server.worker_threads {
@@ -107,6 +131,48 @@ fn main() -> ExitCode {
         match server.run(signals).await {
             Stopped::Clean => ExitCode::SUCCESS,
             // In-flight requests may have been cut: say so.
+            Stopped::Forced => ExitCode::FAILURE,
+        }
+    })
+}
+
+/// `stripe-sidecar demo`: starts the three servers, prints the URL to
+/// open, and serves until a signal (Ctrl-C stops it cleanly).
+fn demo(port: u16) -> ExitCode {
+    logging::init(LogFormat::Text);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let signals = match stripe_sidecar::server::signals() {
+            Ok(signals) => signals,
+            Err(error) => {
+                eprintln!("cannot listen for signals: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let demo = match Demo::start(port).await {
+            Ok(demo) => demo,
+            Err(error) => {
+                eprintln!("stripe-sidecar demo: cannot start: {error}");
+                if error.kind() == std::io::ErrorKind::AddrInUse {
+                    eprintln!(
+                        "stripe-sidecar demo: choose another port with --port (0: any free one)"
+                    );
+                }
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("stripe-sidecar demo: open {}", demo.url());
+        match demo.run(signals).await {
+            Stopped::Clean => ExitCode::SUCCESS,
             Stopped::Forced => ExitCode::FAILURE,
         }
     })

@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod billing;
 mod binary;
+mod demo;
 mod deploy;
 mod fake_stripe;
 mod hardening;
