@@ -7,13 +7,19 @@
 #             stripe-sidecar with all six [identity_headers] and
 #             subscriptions.entitlements on (customer + subscription state
 #             from a static nginx stand-in for Stripe, caches warm) -> backend
+#   gated, Redis on / off (issue 12): two more sidecars, one with
+#             [state] redis_url (a local redis-server), one without, each
+#             gating GET /small on a subscription and creating Checkout
+#             Sessions (POST /api/stripe/create-checkout, wrk -s), caches warm
 # plus a streamed 1 GiB download through the sidecar (its peak RSS must not
 # grow with the body). Results: markdown on stdout and in bench/results.md.
 #
 # Usage: bash bench/run.sh
 # Knobs (environment): BENCH_DURATION (seconds per measured run, default 10),
 #   BENCH_WARMUP (seconds, default 2), BENCH_SMALL_CONNS (32), BENCH_BIG_CONNS (8),
-#   BENCH_ID_PAIRS (extra alternating sidecar+id / sidecar runs of /small, default 2).
+#   BENCH_ID_PAIRS (extra alternating sidecar+id / sidecar runs of /small, default 2),
+#   BENCH_REDIS_PAIRS (Redis on / off pairs of the gated GET and of checkout, default 3),
+#   BENCH_CHECKOUT_CONNS (wrk -c for checkout, default 8).
 set -euo pipefail
 
 DURATION=${BENCH_DURATION:-10}
@@ -21,7 +27,11 @@ WARMUP=${BENCH_WARMUP:-2}
 SMALL_CONNS=${BENCH_SMALL_CONNS:-32}
 BIG_CONNS=${BENCH_BIG_CONNS:-8}
 ID_PAIRS=${BENCH_ID_PAIRS:-2}
+REDIS_PAIRS=${BENCH_REDIS_PAIRS:-3}
+CHECKOUT_CONNS=${BENCH_CHECKOUT_CONNS:-8}
+((REDIS_PAIRS >= 1)) || { echo "BENCH_REDIS_PAIRS must be at least 1" >&2; exit 2; }
 ID_GOAL=0.90      # issue 11: signed-in + identity headers within 10 % of the plain proxy
+REDIS_GOAL=0.90   # issue 12: Redis on within 10 % of Redis off (the in-process cache answers first)
 HWM_LIMIT_MIB=64  # allowed sidecar VmHWM growth during the 1 GiB download
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -79,10 +89,12 @@ command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 if ((${#need_apt[@]})); then
     log "installing with apt-get: ${need_apt[*]}"
     [[ $EUID == 0 ]] || die "need root to apt-get install ${need_apt[*]}"
-    # Keep the Debian nginx package from starting its own service on :80.
+    # Keep the Debian nginx and redis-server packages from starting their own services.
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
         chmod +x /usr/sbin/policy-rc.d
@@ -105,6 +117,8 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [[ -x $NGINX ]] || die "nginx not found after install"
 command -v wrk >/dev/null || die "wrk not found after install"
+command -v redis-server >/dev/null || die "redis-server not found after install"
+command -v redis-cli >/dev/null || die "redis-cli not found after install"
 
 # ------------------------------------------------------------------ build --
 log "cargo build --release (may wait for other builds' lock)"
@@ -121,11 +135,12 @@ truncate -s 1G "$TMP/www/huge"                            # 1 GiB, sparse
 BIG_SIZE=$(stat -c %s "$TMP/www/big")
 HUGE_SIZE=$(stat -c %s "$TMP/www/huge")
 
-# Seven free loopback ports, held open together so they are distinct.
-read -r P_BACKEND P_PROXY P_SIDECAR P_ADMIN P_SIDECAR_ID P_ADMIN_ID P_STRIPE < <(python3 - <<'EOF'
+# Twelve free loopback ports, held open together so they are distinct.
+read -r P_BACKEND P_PROXY P_SIDECAR P_ADMIN P_SIDECAR_ID P_ADMIN_ID P_STRIPE \
+    P_REDIS P_SIDECAR_RON P_ADMIN_RON P_SIDECAR_ROFF P_ADMIN_ROFF < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(7):
+for _ in range(12):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -135,7 +150,8 @@ for s in socks:
 EOF
 )
 log "ports: backend=$P_BACKEND nginx-proxy=$P_PROXY sidecar=$P_SIDECAR admin=$P_ADMIN" \
-    "sidecar+id=$P_SIDECAR_ID admin+id=$P_ADMIN_ID stripe-standin=$P_STRIPE"
+    "sidecar+id=$P_SIDECAR_ID admin+id=$P_ADMIN_ID stripe-standin=$P_STRIPE" \
+    "redis=$P_REDIS gated+redis=$P_SIDECAR_RON/$P_ADMIN_RON gated=$P_SIDECAR_ROFF/$P_ADMIN_ROFF"
 
 nginx_head() {  # nginx_head NAME: the part of a conf shared by both nginx instances
     local name=$1
@@ -284,6 +300,26 @@ write("subscriptions", {"object": "list", "data": [sub], "has_more": False,
 write("active_entitlements", {"object": "list", "data": [ent], "has_more": False,
                               "url": "/v1/entitlements/active_entitlements"})
 
+# Issue 12's checkout row: the Checkout Session every POST /v1/checkout/sessions
+# gets, with the fields the test suite's fake Stripe sets at creation. It goes
+# into the stand-in's nginx.conf as `return 200 '...'` (static files answer
+# POST with 405), so it must hold no quote, backslash or '$'.
+session = load("checkout.session")
+session_id = "cs_test_a1BenchCheckout0000000000000000000000000000000000000001"
+session.update(id=session_id, url=f"https://checkout.stripe.com/c/pay/{session_id}",
+               mode="subscription", customer=customer, customer_email=None,
+               customer_creation=None, customer_details=None, payment_intent=None,
+               subscription=None, client_reference_id=user, metadata={"user_id": user},
+               success_url="https://bench.local/ok", cancel_url="https://bench.local/no",
+               allow_promotion_codes=None, status="open", payment_status="unpaid",
+               livemode=False, created=now, expires_at=now + 24 * 3600)
+text = json.dumps(session, separators=(",", ":"), ensure_ascii=False)
+bad = sorted(set(text) & set("'\\$"))
+if bad:
+    sys.exit(f"checkout.session.json has {bad}: cannot go into an nginx return")
+with open(f"{out}/checkout_sessions.json", "w") as f:
+    f.write(text)
+
 b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
 claims = {"sub": user, "email": email, "role": "authenticated", "aud": "authenticated",
@@ -305,6 +341,8 @@ EOF
         location = /v1/customers/search { alias $TMP/stripe/v1/customers_search.json; }
         location = /v1/subscriptions { alias $TMP/stripe/v1/subscriptions.json; }
         location = /v1/entitlements/active_entitlements { alias $TMP/stripe/v1/active_entitlements.json; }
+        # Issue 12: POST (a static file would answer 405); the form body is not read.
+        location = /v1/checkout/sessions { return 200 '$(cat "$TMP/stripe/v1/checkout_sessions.json")'; }
         location / { return 404 '{"error":{"type":"invalid_request_error","message":"not in the bench stand-in"}}'; }
     }
 }
@@ -353,6 +391,64 @@ subscription_status = "x-subscription-status"
 plan = "x-subscription-plan"
 features = "x-entitlements"
 EOF
+
+# Issue 12: two sidecars alike but for [state]: GET /small needs a
+# subscription ([[gates]]), checkout sells the plan; no identity headers, so
+# the rows measure the gate and checkout. "on" shares its state through the
+# local redis-server, "off" keeps it in-process only. TTLs of an hour: the
+# caches are filled just before these rows and must not expire during them.
+REDIS_PREFIX="bench-$$:"
+gated_config() {  # gated_config LISTEN_PORT ADMIN_PORT [REDIS_URL]
+    cat <<EOF
+[server]
+listen = "127.0.0.1:$1"
+admin_listen = "127.0.0.1:$2"
+worker_threads = 1
+access_log = false
+log_format = "json"
+shutdown_drain_seconds = 0
+shutdown_grace_seconds = 3
+
+[upstream]
+url = "http://127.0.0.1:$P_BACKEND"
+
+[auth]
+hs256_secret = "$ID_SECRET"
+
+[stripe]
+secret_key = "sk_test_bench_not_a_real_key"
+api_base = "http://127.0.0.1:$P_STRIPE"
+max_retries = 0
+
+[checkout]
+allowed_redirect_origins = ["https://bench.local"]
+prices = { $ID_PLAN = "$ID_PRICE" }
+
+[customers]
+source = "stripe"
+metadata_key = "user_id"
+cache_ttl_seconds = 3600
+
+[subscriptions]
+cache_ttl_seconds = 3600
+
+[[gates]]
+path = "/small"
+require = "subscription"
+EOF
+    if [[ -n ${3:-} ]]; then
+        printf '\n[state]\nredis_url = "%s"\nkey_prefix = "%s"\n' "$3" "$REDIS_PREFIX"
+    fi
+}
+gated_config "$P_SIDECAR_RON" "$P_ADMIN_RON" "redis://127.0.0.1:$P_REDIS/0" >"$TMP/sidecar-redis-on.toml"
+gated_config "$P_SIDECAR_ROFF" "$P_ADMIN_ROFF" >"$TMP/sidecar-redis-off.toml"
+# wrk's checkout request; Authorization comes from -H like the other rows.
+cat >"$TMP/checkout.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = '{"priceId":"pro","mode":"subscription","successUrl":"https://bench.local/ok","cancelUrl":"https://bench.local/no"}'
+wrk.headers["Content-Type"] = "application/json"
+EOF
+CHECKOUT_BODY='{"priceId":"pro","mode":"subscription","successUrl":"https://bench.local/ok","cancelUrl":"https://bench.local/no"}'
 
 cat >"$TMP/sidecar.toml" <<EOF
 [server]
@@ -412,14 +508,41 @@ STARTED_PIDS+=("$SIDECAR_ID_PID")
 wait_http "http://127.0.0.1:$P_ADMIN_ID/readyz" "$SIDECAR_ID_PID" "stripe-sidecar (identity)"
 ID_AUTH="Authorization: Bearer $ID_JWT"
 
+# Issue 12: redis-server (nothing persisted), then the two gated sidecars.
+redis-server --bind 127.0.0.1 --port "$P_REDIS" --save "" --appendonly no \
+    --daemonize no --dir "$TMP" --logfile "$TMP/redis.log" >"$TMP/redis-stdout.log" 2>&1 &
+REDIS_PID=$!
+STARTED_PIDS+=("$REDIS_PID")
+rcli() { redis-cli -h 127.0.0.1 -p "$P_REDIS" "$@"; }
+for i in $(seq 100); do
+    kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server exited during start-up"
+    [[ $(rcli PING 2>/dev/null) == PONG ]] && break
+    sleep 0.1
+done
+[[ $(rcli PING 2>/dev/null) == PONG ]] || die "redis-server does not answer PING after 10 s"
+REDIS_VERSION=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
+for side in on off; do
+    "$SIDECAR" --check --config "$TMP/sidecar-redis-$side.toml" >"$TMP/sidecar-redis-$side-check.log" 2>&1 \
+        || { cat "$TMP/sidecar-redis-$side-check.log" >&2; die "stripe-sidecar --check rejected the Redis $side config"; }
+    "$SIDECAR" --config "$TMP/sidecar-redis-$side.toml" >"$TMP/sidecar-redis-$side.log" 2>&1 &
+    STARTED_PIDS+=("$!")
+    if [[ $side == on ]]; then SIDECAR_RON_PID=$!; else SIDECAR_ROFF_PID=$!; fi
+done
+wait_http "http://127.0.0.1:$P_ADMIN_RON/readyz" "$SIDECAR_RON_PID" "stripe-sidecar (Redis on)"
+wait_http "http://127.0.0.1:$P_ADMIN_ROFF/readyz" "$SIDECAR_ROFF_PID" "stripe-sidecar (Redis off)"
+
 declare -A URL=(
     [direct]="http://127.0.0.1:$P_BACKEND"
     [nginx]="http://127.0.0.1:$P_PROXY"
     [sidecar]="http://127.0.0.1:$P_SIDECAR"
     [identity]="http://127.0.0.1:$P_SIDECAR_ID"
+    [ron]="http://127.0.0.1:$P_SIDECAR_RON"
+    [roff]="http://127.0.0.1:$P_SIDECAR_ROFF"
 )
+declare -A ADMIN=([ron]="http://127.0.0.1:$P_ADMIN_RON" [roff]="http://127.0.0.1:$P_ADMIN_ROFF")
 TARGETS=(direct nginx sidecar)   # the sanity checks; sidecar+id is checked on its own below
-declare -A T_LABEL=([direct]=direct [nginx]=nginx [sidecar]=sidecar [identity]="sidecar+id")
+declare -A T_LABEL=([direct]=direct [nginx]=nginx [sidecar]=sidecar [identity]="sidecar+id"
+    [ron]="gated, Redis on" [roff]="gated, Redis off")
 
 # Sanity: every target serves both bodies correctly before any load.
 for t in "${TARGETS[@]}"; do
@@ -470,6 +593,8 @@ pids_of() {  # the processes that make up a target's proxy (nginx: master + work
         nginx) echo "$PROXY_PID" $(ps -o pid= --ppid "$PROXY_PID" || true) ;;
         sidecar) echo "$SIDECAR_PID" ;;
         identity) echo "$SIDECAR_ID_PID" ;;
+        ron) echo "$SIDECAR_RON_PID" ;;
+        roff) echo "$SIDECAR_ROFF_PID" ;;
     esac
 }
 status_kib() {  # status_kib FIELD PID...: sum of /proc/PID/status FIELD in KiB
@@ -510,10 +635,11 @@ parse_wrk() {
     END { printf "%s %s %s %s %d %d\n", rps, p50, p99, reqs, errs, non2xx }'
 }
 
-declare -A R_RPS R_P50 R_P99 R_REQS R_ERRS R_NON2XX R_RSS0 R_RSS1 R_CPU R_TXT R_LOAD
+declare -A R_RPS R_P50 R_P99 R_REQS R_ERRS R_NON2XX R_RSS0 R_RSS1 R_CPU R_TXT R_LOAD R_WREQS
 WORKLOADS=(small big)
-declare -A W_PATH=([small]=/small [big]=/big)
-declare -A W_CONNS=([small]=$SMALL_CONNS [big]=$BIG_CONNS)
+declare -A W_PATH=([small]=/small [big]=/big [checkout]=/api/stripe/create-checkout)
+declare -A W_CONNS=([small]=$SMALL_CONNS [big]=$BIG_CONNS [checkout]=$CHECKOUT_CONNS)
+declare -A W_LABEL=([small]="GET /small" [big]="GET /big" [checkout]="POST /api/stripe/create-checkout")
 # sidecar+id right after the plain sidecar, on /small only.
 declare -A W_TARGETS=([small]="direct nginx sidecar identity" [big]="direct nginx sidecar")
 
@@ -540,18 +666,20 @@ BUSY_BEFORE=$(busy_others || true)
 # in R_*[KEY] (default TARGET,WORKLOAD).
 measure() {
     local t=$1 w=$2 k=${3:-$1,$2} url conns cpu0 cpu1 out got
-    local -a extra=()
-    [[ $t == identity ]] && extra=(-H "$ID_AUTH")
+    local -a extra=() script=()
+    [[ $t == identity || $t == ron || $t == roff ]] && extra=(-H "$ID_AUTH")
+    [[ $w == checkout ]] && script=(-s "$TMP/checkout.lua")
     url="${URL[$t]}${W_PATH[$w]}"
     conns=${W_CONNS[$w]}
     # shellcheck disable=SC2046
     R_RSS0[$k]=$(status_kib VmRSS $(pids_of "$t"))
-    log "${T_LABEL[$t]} $w${3:+ ($k)}: warm-up ${WARMUP}s, then wrk -t1 -c$conns -d${DURATION}s $url"
-    timeout $((WARMUP + 30)) wrk -t1 -c"$conns" -d"${WARMUP}s" "${extra[@]}" "$url" >/dev/null
+    log "${T_LABEL[$t]} $w${3:+ ($k)}: warm-up ${WARMUP}s, then wrk -t1 -c$conns -d${DURATION}s ${script[*]} $url"
+    out=$(timeout $((WARMUP + 30)) wrk -t1 -c"$conns" -d"${WARMUP}s" "${extra[@]}" "${script[@]}" "$url")
+    R_WREQS[$k]=$(awk '/ requests in / { print $1 }' <<<"$out")
     R_LOAD[$k]=$(cut -d' ' -f1 /proc/loadavg)
     # shellcheck disable=SC2046
     cpu0=$(cpu_ticks $(pids_of "$t"))
-    out=$(timeout $((DURATION + 30)) wrk -t1 -c"$conns" -d"${DURATION}s" --latency "${extra[@]}" "$url")
+    out=$(timeout $((DURATION + 30)) wrk -t1 -c"$conns" -d"${DURATION}s" --latency "${extra[@]}" "${script[@]}" "$url")
     # shellcheck disable=SC2046
     cpu1=$(cpu_ticks $(pids_of "$t"))
     # shellcheck disable=SC2046
@@ -582,6 +710,170 @@ for ((i = 1; i <= ID_PAIRS; i++)); do
     measure sidecar small "sidecar,small,p$i"
     ID_KEYS+=("identity,small,p$i|sidecar,small,p$i")
 done
+
+# ----------------------------------------- issue 12: Redis on vs off -------
+# Fill both gated sidecars' caches (token, customer, subscription state)
+# and check what they answer, then load them in back-to-back pairs.
+gated_metric_lines() {  # gated_metric_lines on|off: the counters the Redis rows check
+    curl -sS --max-time 5 "${ADMIN[r$1]}/metrics" \
+        | grep -E '^stripe_sidecar_(requests_total|upstream_errors_total|stripe_requests_total|auth_rejections_total|gate_decisions_total|state_errors_total|customer_cache_total|subscription_syncs_total)' || true
+}
+CHECKOUT_URL_WANT=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["url"])' \
+    "$TMP/stripe/v1/checkout_sessions.json")
+for side in on off; do
+    base="${URL[r$side]}"
+    # 1. The subscription route: customer found (Customer Search) and state synced.
+    sub_json=$(curl -sS --max-time 10 -H "$ID_AUTH" "$base/api/stripe/subscription") \
+        || die "Redis $side: GET /api/stripe/subscription failed"
+    python3 - "$sub_json" "$ID_CUSTOMER" "$ID_PLAN" "$ID_PRICE" <<'EOF' \
+        || die "Redis $side: unexpected /api/stripe/subscription reply: $sub_json"
+import json, sys
+reply, customer, plan, price = sys.argv[1:5]
+r = json.loads(reply)
+want = {"customerId": customer, "subscribed": True, "status": "active", "plan": plan, "priceId": price}
+bad = {k: r.get(k) for k, v in want.items() if r.get(k) != v}
+sys.exit(f"mismatch: {bad}" if bad else 0)
+EOF
+    # 2. The gate lets the subscriber through and stops an anonymous caller.
+    body=$(curl -sS --max-time 5 -H "$ID_AUTH" "$base/small")
+    [[ $body == ok ]] || die "Redis $side: gated /small answered '$body' to the subscriber"
+    got=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "$base/small")
+    [[ $got == 401 ]] || die "Redis $side: gated /small answered $got to an anonymous caller, want 401"
+    # 3. Checkout: the customer from the cache, the session from the stand-in.
+    reply=$(curl -sS --max-time 10 -H "$ID_AUTH" -H 'Content-Type: application/json' \
+        --data "$CHECKOUT_BODY" -w '\n%{http_code}' "$base/api/stripe/create-checkout")
+    [[ ${reply##*$'\n'} == 200 ]] || die "Redis $side: checkout answered ${reply##*$'\n'}: ${reply%$'\n'*}"
+    got=$(python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print(r["url"], r["sessionId"])' \
+        "${reply%$'\n'*}") || die "Redis $side: checkout reply is not the session JSON: $reply"
+    [[ $got == "$CHECKOUT_URL_WANT cs_test_"* ]] || die "Redis $side: checkout answered '$got'"
+done
+REDIS_KEYS=$(rcli --scan --pattern "${REDIS_PREFIX}*" | sort | tr '\n' ' ')
+[[ $REDIS_KEYS == *"${REDIS_PREFIX}customer:$ID_USER"* && $REDIS_KEYS == *"${REDIS_PREFIX}subscription:$ID_CUSTOMER"* ]] \
+    || die "Redis on: the shared keys are not in Redis after the warm-up (found: '${REDIS_KEYS}')"
+log "gated sidecars ready (Redis on / off): subscriber let through, anonymous 401, checkout gives the stand-in's session; Redis holds: $REDIS_KEYS"
+
+GATED_BEFORE_ON=$(gated_metric_lines on)
+GATED_BEFORE_OFF=$(gated_metric_lines off)
+rcli CONFIG RESETSTAT >/dev/null
+REDIS_CPU0=$(cpu_ticks "$REDIS_PID")
+# Pairs, alternating which side goes first; each pair: gated GET, then checkout.
+REDIS_KEYS_SMALL=() REDIS_KEYS_CHECKOUT=()
+for ((i = 1; i <= REDIS_PAIRS; i++)); do
+    for w in small checkout; do
+        if ((i % 2)); then order=(ron roff); else order=(roff ron); fi
+        for t in "${order[@]}"; do measure "$t" "$w" "$t,$w,p$i"; done
+        if [[ $w == small ]]; then
+            REDIS_KEYS_SMALL+=("ron,small,p$i|roff,small,p$i")
+        else
+            REDIS_KEYS_CHECKOUT+=("ron,checkout,p$i|roff,checkout,p$i")
+        fi
+    done
+done
+REDIS_CPU1=$(cpu_ticks "$REDIS_PID")
+REDIS_CPU_MS=$(awk -v d=$((REDIS_CPU1 - REDIS_CPU0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", d * 1000 / hz }')
+REDIS_STATS=$(rcli INFO commandstats | tr -d '\r' | grep '^cmdstat_' || true)
+GATED_AFTER_ON=$(gated_metric_lines on)
+GATED_AFTER_OFF=$(gated_metric_lines off)
+
+# The checks. Per side, from /metrics: Stripe saw only the warm-up's 1 Customer
+# Search and 1 subscription list, plus exactly one Checkout Session per
+# checkout answered; gate decisions grew by the requests wrk sent (completed
+# ones, plus at most the connections' in-flight ones when each wrk stopped)
+# and were all "allowed"; no state error (Redis), auth rejection, upstream
+# error or status but 200. From Redis: no command at all during the load.
+redis_side_problems() {  # redis_side_problems on|off BEFORE AFTER
+    local side=$1 k lo_g=0 hi_g=0 lo_c=0 hi_c=0
+    for ((i = 1; i <= REDIS_PAIRS; i++)); do
+        k="r$side,small,p$i"
+        lo_g=$((lo_g + R_WREQS[$k] + R_REQS[$k] + 1))
+        hi_g=$((hi_g + R_WREQS[$k] + R_REQS[$k] + 1 + 2 * SMALL_CONNS))
+        k="r$side,checkout,p$i"
+        lo_c=$((lo_c + R_WREQS[$k] + R_REQS[$k]))
+        hi_c=$((hi_c + R_WREQS[$k] + R_REQS[$k] + 2 * CHECKOUT_CONNS))
+        lo_g=$((lo_g + 1)) hi_g=$((hi_g + 1))   # measure's health check after the checkout load
+    done
+    python3 - "$2" "$3" "$lo_g" "$hi_g" "$lo_c" "$hi_c" <<'EOF'
+import re, sys
+before, after = ({}, {})
+for text, into in ((sys.argv[1], before), (sys.argv[2], after)):
+    for line in text.splitlines():
+        m = re.match(r'^(\w+)(?:\{(.*)\})? (\S+)$', line)
+        if m:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+            into[(m.group(1), tuple(sorted(labels.items())))] = float(m.group(3))
+lo_g, hi_g, lo_c, hi_c = map(int, sys.argv[3:7])
+def total(values, name, **want):
+    return sum(v for (n, labels), v in values.items()
+               if n == name and all(dict(labels).get(k) == w for k, w in want.items()))
+def grew(name, **want):
+    return total(after, name, **want) - total(before, name, **want)
+def others(name, label, keep):  # growth of the series whose label is not `keep`
+    return sum(v - before.get(key, 0) for key, v in after.items()
+               if key[0] == name and dict(key[1]).get(label) != keep)
+p = []
+S = "stripe_sidecar_stripe_requests_total"
+search = total(after, S, endpoint="customers_search", outcome="ok")
+subs = total(after, S, endpoint="subscriptions", outcome="ok")
+sessions = grew(S, endpoint="checkout_sessions", outcome="ok")
+rest = total(after, S) - search - subs - total(after, S, endpoint="checkout_sessions", outcome="ok")
+if search != 1 or subs != 1 or rest != 0:
+    p.append(f"Stripe: {search:.0f} Customer Search, {subs:.0f} subscription lists (want 1 each, at warm-up), {rest:.0f} other calls or failures (want 0)")
+checkouts = grew("stripe_sidecar_requests_total", action="checkout", status="200")
+# A request in flight when wrk stops may be decided (and its session
+# created) but never answered: its client is gone.
+if not 0 <= sessions - checkouts <= hi_c - lo_c:
+    p.append(f"{sessions:.0f} Checkout Sessions created under load for {checkouts:.0f} checkouts answered 200")
+if not lo_c <= checkouts <= hi_c:
+    p.append(f"{checkouts:.0f} checkouts answered 200, want {lo_c}..{hi_c} (wrk's count)")
+allowed = grew("stripe_sidecar_gate_decisions_total", result="allowed")
+if not lo_g <= allowed <= hi_g:
+    p.append(f"gate decisions 'allowed' grew by {allowed:.0f}, want {lo_g}..{hi_g} (wrk's count)")
+denied = others("stripe_sidecar_gate_decisions_total", "result", "allowed")
+if denied:
+    p.append(f"{denied:.0f} gate decisions other than 'allowed'")
+proxied = grew("stripe_sidecar_requests_total", action="proxy", status="200")
+if not 0 <= allowed - proxied <= hi_g - lo_g:
+    p.append(f"{proxied:.0f} proxied 200s for {allowed:.0f} gate decisions 'allowed'")
+not200 = others("stripe_sidecar_requests_total", "status", "200")
+if not200:
+    p.append(f"{not200:.0f} requests answered other than 200")
+for name in ("stripe_sidecar_auth_rejections_total", "stripe_sidecar_upstream_errors_total"):
+    if grew(name):
+        p.append(f"{name} grew by {grew(name):.0f}")
+if total(after, "stripe_sidecar_state_errors_total"):
+    p.append(f"stripe_sidecar_state_errors_total = {total(after, 'stripe_sidecar_state_errors_total'):.0f}")
+print("; ".join(p))
+print(f"{allowed:.0f} {checkouts:.0f}")
+EOF
+}
+REDIS_OUT_ON=$(redis_side_problems on "$GATED_BEFORE_ON" "$GATED_AFTER_ON")
+REDIS_OUT_OFF=$(redis_side_problems off "$GATED_BEFORE_OFF" "$GATED_AFTER_OFF")
+REDIS_PROBLEMS=""
+[[ -z $(head -n 1 <<<"$REDIS_OUT_ON") ]] || REDIS_PROBLEMS+="Redis on: $(head -n 1 <<<"$REDIS_OUT_ON"); "
+[[ -z $(head -n 1 <<<"$REDIS_OUT_OFF") ]] || REDIS_PROBLEMS+="Redis off: $(head -n 1 <<<"$REDIS_OUT_OFF"); "
+read -r GATE_ALLOWED_ON CHECKOUTS_ON <<<"$(tail -n 1 <<<"$REDIS_OUT_ON")"
+read -r GATE_ALLOWED_OFF CHECKOUTS_OFF <<<"$(tail -n 1 <<<"$REDIS_OUT_OFF")"
+# Redis commands during the load (our own INFO / CONFIG left out): with the
+# in-process caches warm there should be none.
+REDIS_HOT_CALLS=$(awk -F'[:,=]' '$1 != "cmdstat_info" && $1 !~ /^cmdstat_config/ { n += $3; printf "%s=%s ", substr($1, 9), $3 > "/dev/stderr" } END { print n + 0 }' \
+    <<<"$REDIS_STATS" 2>"$TMP/redis-hot.txt")
+REDIS_HOT_LIST=$(cat "$TMP/redis-hot.txt")
+((REDIS_HOT_CALLS == 0)) || REDIS_PROBLEMS+="redis-server ran ${REDIS_HOT_CALLS} commands during the load (${REDIS_HOT_LIST% }): Redis is on the hot path; "
+for k in "${!R_REQS[@]}"; do
+    [[ $k == ron,* || $k == roff,* ]] || continue
+    if ((R_ERRS[$k] + R_NON2XX[$k] > 0)); then
+        REDIS_PROBLEMS+="$k: ${R_ERRS[$k]} socket errors, ${R_NON2XX[$k]} non-2xx; "
+    fi
+done
+REDIS_VERDICT=PASS
+[[ -z $REDIS_PROBLEMS ]] || REDIS_VERDICT="FAIL: ${REDIS_PROBLEMS%; }"
+log "Redis on / off check: $REDIS_VERDICT"
+for side in on off; do
+    kill -0 "$([[ $side == on ]] && echo "$SIDECAR_RON_PID" || echo "$SIDECAR_ROFF_PID")" 2>/dev/null \
+        || die "stripe-sidecar (Redis $side) died during the run"
+done
+REDIS_WARN_ON=$(grep -ciE '"level":"(warn|error)"|\b(WARN|ERROR)\b' "$TMP/sidecar-redis-on.log" || true)
+REDIS_WARN_OFF=$(grep -ciE '"level":"(warn|error)"|\b(WARN|ERROR)\b' "$TMP/sidecar-redis-off.log" || true)
 METRICS_AFTER=$(metric_lines)
 ID_METRICS_AFTER=$(id_metric_lines)
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -668,10 +960,11 @@ kill -0 "$SIDECAR_ID_PID" 2>/dev/null || die "stripe-sidecar (identity) died dur
 ID_WARN=$(grep -ciE '"level":"(warn|error)"|\b(WARN|ERROR)\b' "$TMP/sidecar-id.log" || true)
 
 # ---------------------------------------------------------------- report --
-median_ratio() {  # median over the sidecar+id pairs of R_<FIELD>[+id] / R_<FIELD>[plain]
+median_ratio() {  # median_ratio FIELD [PAIRS]: median over PAIRS (default ID_KEYS, "a|b") of R_<FIELD>[a] / R_<FIELD>[b]
     local -n field="R_$1"
+    local -n pairs="${2:-ID_KEYS}"
     local pair
-    for pair in "${ID_KEYS[@]}"; do
+    for pair in "${pairs[@]}"; do
         awk -v a="${field[${pair%%|*}]}" -v b="${field[${pair##*|}]}" 'BEGIN { if (b > 0) printf "%.4f\n", a / b }'
     done | sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else printf "%.2f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
 }
@@ -681,6 +974,11 @@ fmt_int() { awk -v v="$1" 'BEGIN { printf "%.0f", v }'; }
 
 ID_MEDIAN=$(median_ratio RPS)
 ID_GOAL_VERDICT=$(awk -v r="$ID_MEDIAN" -v g="$ID_GOAL" 'BEGIN { print (r + 0 >= g + 0 ? "MET" : "MISSED") }')
+REDIS_MEDIAN_SMALL=$(median_ratio RPS REDIS_KEYS_SMALL)
+REDIS_MEDIAN_CHECKOUT=$(median_ratio RPS REDIS_KEYS_CHECKOUT)
+goal_verdict() { awk -v r="$1" -v g="$REDIS_GOAL" 'BEGIN { print (r + 0 >= g + 0 ? "MET" : "MISSED") }'; }
+REDIS_GOAL_SMALL=$(goal_verdict "$REDIS_MEDIAN_SMALL")
+REDIS_GOAL_CHECKOUT=$(goal_verdict "$REDIS_MEDIAN_CHECKOUT")
 NGINX_VERSION=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
 WRK_VERSION=$(wrk -v 2>&1 | head -n 1 | awk '{ print $1, $2 }' || true)
 COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -689,7 +987,7 @@ DIRTY=$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null | gre
 report() {
     echo "# stripe-sidecar benchmark"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M UTC') · nproc $(nproc) · commit $COMMIT$DIRTY · $NGINX_VERSION · $WRK_VERSION · wrk -t1, ${DURATION}s per run after ${WARMUP}s warm-up · sidecar worker_threads=1, nginx worker_processes=1"
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC') · nproc $(nproc) · commit $COMMIT$DIRTY · $NGINX_VERSION · $WRK_VERSION · redis-server $REDIS_VERSION · wrk -t1, ${DURATION}s per run after ${WARMUP}s warm-up · sidecar worker_threads=1, nginx worker_processes=1"
     echo
     echo "Background: loadavg ${LOAD_BEFORE} before the load runs, ${LOAD_AFTER} after; other busy processes: ${BUSY_BEFORE:-none} / ${BUSY_AFTER:-none}. (Anything here besides the bench skews the numbers: rerun on a quiet box.)"
     echo
@@ -697,17 +995,17 @@ report() {
     echo
     echo "Throughput ratio > 1 means the sidecar is faster; p99 ratio < 1 means its tail latency is lower."
     echo
-    echo "| workload | req/s sidecar/direct | req/s sidecar/nginx | p99 sidecar/direct | p99 sidecar/nginx | req/s signed-in+headers / plain sidecar | p99 signed-in+headers / plain sidecar |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| workload | req/s sidecar/direct | req/s sidecar/nginx | p99 sidecar/direct | p99 sidecar/nginx | req/s signed-in+headers / plain sidecar | p99 signed-in+headers / plain sidecar | req/s Redis on / off | p99 Redis on / off |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for w in "${WORKLOADS[@]}"; do
-        printf '| %s | **%s** | **%s** | **%s** | **%s** | — | — |\n' \
+        printf '| %s | **%s** | **%s** | **%s** | **%s** | — | — | — | — |\n' \
             "GET ${W_PATH[$w]} (-c${W_CONNS[$w]})" \
             "$(ratio "${R_RPS[sidecar,$w]}" "${R_RPS[direct,$w]}")" \
             "$(ratio "${R_RPS[sidecar,$w]}" "${R_RPS[nginx,$w]}")" \
             "$(ratio "${R_P99[sidecar,$w]}" "${R_P99[direct,$w]}")" \
             "$(ratio "${R_P99[sidecar,$w]}" "${R_P99[nginx,$w]}")"
     done
-    printf '| %s | %s | %s | %s | %s | **%s** | **%s** |\n' \
+    printf '| %s | %s | %s | %s | %s | **%s** | **%s** | — | — |\n' \
         "GET /small (-c${SMALL_CONNS}), signed in + 6 identity headers, caches warm (sidecar+id)" \
         "$(ratio "${R_RPS[identity,small]}" "${R_RPS[direct,small]}")" \
         "$(ratio "${R_RPS[identity,small]}" "${R_RPS[nginx,small]}")" \
@@ -715,8 +1013,14 @@ report() {
         "$(ratio "${R_P99[identity,small]}" "${R_P99[nginx,small]}")" \
         "$(ratio "${R_RPS[identity,small]}" "${R_RPS[sidecar,small]}")" \
         "$(ratio "${R_P99[identity,small]}" "${R_P99[sidecar,small]}")"
+    printf '| %s | — | — | — | — | — | — | **%s×** | **%s×** |\n' \
+        "GET /small (-c${SMALL_CONNS}), signed in, gated on a subscription, caches warm: median of ${REDIS_PAIRS} pairs" \
+        "$REDIS_MEDIAN_SMALL" "$(median_ratio P99 REDIS_KEYS_SMALL)"
+    printf '| %s | — | — | — | — | — | — | **%s×** | **%s×** |\n' \
+        "POST /api/stripe/create-checkout (-c${CHECKOUT_CONNS}), signed in, customer cached: median of ${REDIS_PAIRS} pairs" \
+        "$REDIS_MEDIAN_CHECKOUT" "$(median_ratio P99 REDIS_KEYS_CHECKOUT)"
     echo
-    echo "On the sidecar+id row, the first four columns are sidecar+id/direct and sidecar+id/nginx."
+    echo "On the sidecar+id row, the first four columns are sidecar+id/direct and sidecar+id/nginx. The last two rows compare two gated sidecars that differ only in \`[state] redis_url\` (see below)."
     echo
     echo "## Signed-in + identity headers vs the plain sidecar (issue 11: within 10 %)"
     echo
@@ -738,6 +1042,44 @@ report() {
         "$(median_ratio RPS)×" "$(median_ratio P99)×" "$(median_ratio CPU)×"
     echo
     echo "Verdict: median req/s ratio $(median_ratio RPS) vs goal ${ID_GOAL}: **${ID_GOAL_VERDICT}**. Warm-cache check (sidecar+id /metrics: exactly 1 Customer Search, 1 subscription list, 1 entitlements list, all before the load; no auth rejections; every request 200): **${ID_VERDICT}**. The app saw \`${ID_ECHO}\` (user id | email | customer | status | plan | features)."
+    echo
+    echo "## Redis on vs off (issue 12: within 10 %, the in-process cache answers first)"
+    echo
+    echo "Two sidecars alike but for \`[state]\`: **on** has \`redis_url\` = a local redis-server (\`--save \"\" --appendonly no\`), **off** has none. Both gate \`/small\` with \`[[gates]] require = \"subscription\"\` and sell \`pro\` at checkout; the same HS256 session; customer and subscription state from the Stripe stand-in, read once before the load (caches warm; on the **on** side that warm-up also wrote Redis: \`${REDIS_KEYS% }\`). Gated GET: \`wrk -t1 -c${SMALL_CONNS}\`; checkout: \`wrk -t1 -c${CHECKOUT_CONNS} -s checkout.lua\` (POST, JSON body \`${CHECKOUT_BODY}\`), each checkout creating a Checkout Session at the stand-in (nginx \`return 200\`), so it measures the sidecar's whole checkout path against a zero-latency Stripe. Pairs run back to back, odd pairs on first, even pairs off first. Goal: median req/s ratio ≥ ${REDIS_GOAL}."
+    echo
+    local set label keys_name
+    for set in small checkout; do
+        if [[ $set == small ]]; then
+            keys_name=REDIS_KEYS_SMALL label="GET /small -c${SMALL_CONNS}, gated"
+        else
+            keys_name=REDIS_KEYS_CHECKOUT label="POST /api/stripe/create-checkout -c${CHECKOUT_CONNS}"
+        fi
+        local -n keys=$keys_name
+        echo "**${label}**"
+        echo
+        echo "| pair | req/s on | req/s off | req/s ratio | p99 on | p99 off | p99 ratio | sidecar CPU ms / 1k req: on / off | loadavg (1 min) at start: on / off |"
+        echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        local pn=1 pair kon koff
+        for pair in "${keys[@]}"; do
+            kon=${pair%%|*} koff=${pair##*|}
+            printf '| %s | %s | %s | **%s** | %s | %s | %s | %s / %s (%s) | %s / %s |\n' "$pn" \
+                "$(fmt_int "${R_RPS[$kon]}")" "$(fmt_int "${R_RPS[$koff]}")" \
+                "$(ratio "${R_RPS[$kon]}" "${R_RPS[$koff]}")" \
+                "$(fmt_ms "${R_P99[$kon]}")" "$(fmt_ms "${R_P99[$koff]}")" \
+                "$(ratio "${R_P99[$kon]}" "${R_P99[$koff]}")" \
+                "${R_CPU[$kon]}" "${R_CPU[$koff]}" "$(ratio "${R_CPU[$kon]}" "${R_CPU[$koff]}")" \
+                "${R_LOAD[$kon]}" "${R_LOAD[$koff]}"
+            pn=$((pn + 1))
+        done
+        printf '| **median** | | | **%s×** | | | %s× | (%s×) | |\n' \
+            "$(median_ratio RPS "$keys_name")" "$(median_ratio P99 "$keys_name")" "$(median_ratio CPU "$keys_name")"
+        echo
+        unset -n keys
+    done
+    echo "Verdict: median req/s ratio on/off, gated GET ${REDIS_MEDIAN_SMALL}: **${REDIS_GOAL_SMALL}**; checkout ${REDIS_MEDIAN_CHECKOUT}: **${REDIS_GOAL_CHECKOUT}** (goal ≥ ${REDIS_GOAL}). Check (per side, /metrics: Stripe saw 1 Customer Search and 1 subscription list, both at warm-up, and one Checkout Session per checkout answered; \`gate_decisions_total{result=\"allowed\"}\` grew by wrk's request count, give or take the requests in flight when each wrk stopped, and nothing else was decided; no \`state_errors_total\`, auth rejection, upstream error or status but 200; redis-server: no command at all during the load): **${REDIS_VERDICT}**."
+    echo
+    echo "- gate decisions 'allowed' during the load: on ${GATE_ALLOWED_ON:-?}, off ${GATE_ALLOWED_OFF:-?}; checkouts answered 200 (= Checkout Sessions created): on ${CHECKOUTS_ON:-?}, off ${CHECKOUTS_OFF:-?}"
+    echo "- redis-server during the load (\`INFO commandstats\` after \`CONFIG RESETSTAT\` at its start, our own INFO/CONFIG left out): ${REDIS_HOT_CALLS} commands${REDIS_HOT_LIST:+ (${REDIS_HOT_LIST% })}; ${REDIS_CPU_MS} ms of CPU"
     echo
     echo "## Memory (RSS of the proxy; nginx = master + worker)"
     echo
@@ -770,6 +1112,11 @@ report() {
     for ((i = 1; i <= ID_PAIRS; i++)); do
         rows+=("identity,small,p$i|small|sidecar+id (pair $i)" "sidecar,small,p$i|small|sidecar (pair $i)")
     done
+    for w in small checkout; do
+        for ((i = 1; i <= REDIS_PAIRS; i++)); do
+            rows+=("ron,$w,p$i|$w|gated, Redis on (pair $i)" "roff,$w,p$i|$w|gated, Redis off (pair $i)")
+        done
+    done
     for row in "${rows[@]}"; do
         IFS='|' read -r k w label <<<"$row"
         t=${k%%,*}
@@ -777,7 +1124,7 @@ report() {
         [[ $t == direct ]] && cpu="(backend) $cpu"
         [[ $t != direct ]] && rss="$(mib "${R_RSS0[$k]}") → $(mib "${R_RSS1[$k]}") MiB"
         printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
-            "${W_PATH[$w]} -c${W_CONNS[$w]}" "$label" "$(fmt_int "${R_RPS[$k]}")" \
+            "${W_LABEL[$w]#GET } -c${W_CONNS[$w]}" "$label" "$(fmt_int "${R_RPS[$k]}")" \
             "$(fmt_ms "${R_P50[$k]}")" "$(fmt_ms "${R_P99[$k]}")" "${R_REQS[$k]}" \
             "${R_ERRS[$k]}" "${R_NON2XX[$k]}" "$cpu" "$rss" "${R_LOAD[$k]}"
     done
@@ -796,6 +1143,23 @@ report() {
     echo "${ID_METRICS_AFTER:-(none)}" | grep -vE ' 0$' || true
     echo '```'
     echo "  (counters at 0 left out)"
+    local side before after warn
+    for side in on off; do
+        if [[ $side == on ]]; then
+            before=$GATED_BEFORE_ON after=$GATED_AFTER_ON warn=$REDIS_WARN_ON
+        else
+            before=$GATED_BEFORE_OFF after=$GATED_AFTER_OFF warn=$REDIS_WARN_OFF
+        fi
+        echo "- gated, Redis $side: warn/error log lines: ${warn:-0}; /metrics after the warm-up → after the load (check: ${REDIS_VERDICT%%:*}):"
+        echo '```'
+        join -a1 -a2 -e 0 -o 0,1.2,2.2 <(sort -k1,1 <<<"$before") <(sort -k1,1 <<<"$after") \
+            | awk '$3 != 0 { printf "%s %s → %s\n", $1, $2, $3 }'
+        echo '```'
+    done
+    echo "- redis-server \`INFO commandstats\` after the load:"
+    echo '```'
+    echo "${REDIS_STATS:-(none)}"
+    echo '```'
     echo "- nginx proxy 'buffered to a temporary file' warnings (default proxy_buffering on): ${NGINX_TEMPFILE_WARN:-0}"
     echo "- /metrics counters before the load runs:"
     echo '```'
@@ -818,4 +1182,6 @@ for w in "${WORKLOADS[@]}"; do
 done
 [[ $STREAM_VERDICT == PASS && $UPLOAD_VERDICT == PASS ]] || die "a streamed 1 GiB transfer failed its check"
 [[ $ID_VERDICT == PASS ]] || die "sidecar+id: $ID_VERDICT"
+[[ $REDIS_VERDICT == PASS ]] || die "Redis on / off: $REDIS_VERDICT"
 log "sidecar+id: median req/s ratio to the plain sidecar $ID_MEDIAN (goal $ID_GOAL): $ID_GOAL_VERDICT"
+log "Redis on / off: median req/s ratio, gated GET $REDIS_MEDIAN_SMALL: $REDIS_GOAL_SMALL; checkout $REDIS_MEDIAN_CHECKOUT: $REDIS_GOAL_CHECKOUT (goal $REDIS_GOAL)"
