@@ -33,10 +33,24 @@ static MALLOC_CONF: Option<&'static std::ffi::c_char> =
     // jemalloc declares for `malloc_conf`; it only ever reads it.
     Some(unsafe { &*c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr() });
 
+/// The end of `--help`: what the flags alone do not say.
+const AFTER_HELP: &str = "\
+Configuration: --config PATH, else $STRIPE_SIDECAR_CONFIG, else ./config.toml.
+Values may use ${VAR} and ${VAR:-default} from the environment.
+
+Exit codes: 0 after a clean stop or a passing --check; 1 when the server
+cannot start (e.g. a port in use) or a second signal forced the stop;
+2 when the configuration cannot be read or has problems.
+
+Logs: JSON lines on stdout (server.log_format = \"text\" for text);
+RUST_LOG filters them, e.g. RUST_LOG=stripe_sidecar=debug.
+
+Try it: stripe-sidecar demo";
+
 /// A reverse-proxy sidecar that answers Stripe checkout, portal and webhook
 /// routes for the app behind it and proxies everything else.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = AFTER_HELP)]
 struct Args {
     /// The configuration file.
     #[arg(long, env = "STRIPE_SIDECAR_CONFIG", default_value = "config.toml")]

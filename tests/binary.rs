@@ -37,7 +37,15 @@ fn version_and_help_exit_zero() {
 
     let help = run(&mut cli(&["--help"]));
     assert!(help.status.success(), "{help:?}");
-    for flag in ["--config", "--check", "--version", "STRIPE_SIDECAR_CONFIG"] {
+    for flag in [
+        "--config",
+        "--check",
+        "--version",
+        "STRIPE_SIDECAR_CONFIG",
+        "demo",
+        "Exit codes",
+        "RUST_LOG",
+    ] {
         assert!(
             help.stdout.contains(flag),
             "--help does not mention {flag}:\n{}",
