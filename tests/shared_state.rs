@@ -3,15 +3,15 @@
 //! only one of them, and Redis killed and restarted under them.
 
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::json;
 
 use crate::support::app::FakeApp;
 use crate::support::events;
 use crate::support::raw::{self, RawResponse};
 use crate::support::redis::RedisServer;
+use crate::support::session;
 use crate::support::sidecar::Sidecar;
 use crate::support::stripe::FakeStripe;
 
@@ -20,15 +20,10 @@ const WEBHOOK_SECRET: &str = "whsec_shared_state";
 const TTL_SECONDS: u64 = 3;
 
 fn bearer(user: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({"sub": user, "email": format!("{user}@example.com"),
-                        "role": "authenticated", "aud": "authenticated", "exp": now + 600});
-    let key = EncodingKey::from_secret(JWT_SECRET.as_bytes());
-    let token = encode(&Header::default(), &claims, &key).unwrap();
-    format!("Authorization: Bearer {token}\r\n")
+    format!(
+        "Authorization: Bearer {}\r\n",
+        session::token(JWT_SECRET, user)
+    )
 }
 
 struct Replicas {

@@ -4,15 +4,15 @@
 //! fake Stripe, which completes checkouts and signs the events it sends,
 //! and the fake app, which shows what headers it received.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::support::app::FakeApp;
 use crate::support::events;
 use crate::support::raw::{self, RawResponse};
+use crate::support::session;
 use crate::support::sidecar::{eventually, Builder, Sidecar};
 use crate::support::stripe::{FakeStripe, Fault};
 
@@ -32,18 +32,7 @@ const IDENTITY: [(&str, &str); 6] = [
 ];
 
 fn token(user: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({"sub": user, "email": format!("{user}@example.com"),
-                        "role": "authenticated", "aud": "authenticated", "exp": now + 600});
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap()
+    session::token(JWT_SECRET, user)
 }
 
 struct World {

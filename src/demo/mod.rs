@@ -13,6 +13,7 @@
 //! product's own code.
 
 pub mod app;
+pub mod objects;
 mod page;
 pub mod stripe;
 

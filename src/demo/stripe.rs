@@ -26,22 +26,14 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Map, Value};
 use url::form_urlencoded;
 
+use super::objects::{
+    self, fixture, random_id, CHECKOUT_SESSION, CUSTOMER, EVENT, INVOICE, PORTAL_SESSION,
+};
 use super::page::{self, escape, html, redirect};
 use crate::billing::webhook::sign;
 
-const CHECKOUT_SESSION: &str = include_str!("../../tests/fixtures/stripe/checkout.session.json");
-const PORTAL_SESSION: &str =
-    include_str!("../../tests/fixtures/stripe/billing_portal.session.json");
-const CUSTOMER: &str = include_str!("../../tests/fixtures/stripe/customer.json");
-const SUBSCRIPTION: &str = include_str!("../../tests/fixtures/stripe/subscription.json");
-const PRICE: &str = include_str!("../../tests/fixtures/stripe/price.json");
-const INVOICE: &str = include_str!("../../tests/fixtures/stripe/invoice.json");
-const EVENT: &str = include_str!("../../tests/fixtures/stripe/event.json");
-
 /// The API version async-stripe 1.0.0-rc.10 pins; events say it.
 const API_VERSION: &str = "2026-09-30.endive";
-/// A monthly period.
-const PERIOD: u64 = 30 * 24 * 3600;
 
 /// The stand-in's settings and its memory; shared by every connection.
 pub struct StandIn {
@@ -503,122 +495,13 @@ impl Ledger {
         let created = now().max(self.last_created + 1);
         self.last_created = created;
         let id = format!("sub_1{}", random_id(23));
-        let item = item_object(&id, price_object(price), created);
-        let mut subscription = fixture(SUBSCRIPTION);
-        for (field, value) in [
-            ("id", json!(id)),
-            ("customer", json!(customer)),
-            ("status", json!("active")),
-            ("created", json!(created)),
-            ("start_date", json!(created)),
-            ("billing_cycle_anchor", json!(created)),
-            (
-                "items",
-                json!({
-                    "object": "list",
-                    "data": [item],
-                    "has_more": false,
-                    "url": format!("/v1/subscription_items?subscription={id}"),
-                }),
-            ),
-            ("metadata", Value::Object(metadata)),
-            ("livemode", json!(false)),
-            ("cancel_at_period_end", json!(false)),
-            (
-                "cancellation_details",
-                json!({"comment": null, "feedback": null, "reason": null}),
-            ),
-            (
-                "payment_settings",
-                json!({
-                    "payment_method_options": null,
-                    "payment_method_types": null,
-                    "save_default_payment_method": "off",
-                }),
-            ),
-            ("billing_mode", json!({"type": "classic", "flexible": null})),
-            ("billing_schedules", json!([])),
-            (
-                "invoice_settings",
-                json!({"account_tax_ids": null, "issuer": {"type": "self"}}),
-            ),
-        ] {
-            subscription[field] = value;
-        }
-        for field in [
-            "billing_cycle_anchor_config",
-            "billing_thresholds",
-            "cancel_at",
-            "canceled_at",
-            "ended_at",
-            "latest_invoice",
-            "managed_payments",
-            "next_pending_invoice_item_invoice",
-            "pause_collection",
-            "pending_invoice_item_interval",
-            "pending_update",
-            "transfer_data",
-            "trial_end",
-            "trial_start",
-        ] {
-            subscription[field] = Value::Null;
-        }
-        subscription
+        let item = objects::item(&id, price_object(price), 1, created);
+        objects::subscription(&id, customer, vec![item], created, metadata, false)
     }
 }
 
 fn price_object(id: &str) -> Value {
-    let mut price = fixture(PRICE);
-    for (field, value) in [
-        ("id", json!(id)),
-        ("product", json!("prod_demo")),
-        ("livemode", json!(false)),
-        ("transform_quantity", Value::Null),
-        ("custom_unit_amount", Value::Null),
-    ] {
-        price[field] = value;
-    }
-    price
-}
-
-fn item_object(subscription: &str, price: Value, created: u64) -> Value {
-    let template = fixture(SUBSCRIPTION);
-    let mut item = template["items"]["data"][0].clone();
-    let mut plan = item["plan"].clone();
-    for (field, value) in [
-        ("id", price["id"].clone()),
-        ("amount", price["unit_amount"].clone()),
-        ("amount_decimal", price["unit_amount_decimal"].clone()),
-        ("billing_scheme", price["billing_scheme"].clone()),
-        ("created", price["created"].clone()),
-        ("currency", price["currency"].clone()),
-        ("interval", price["recurring"]["interval"].clone()),
-        (
-            "interval_count",
-            price["recurring"]["interval_count"].clone(),
-        ),
-        ("livemode", json!(false)),
-        ("metadata", json!({})),
-        ("product", price["product"].clone()),
-        ("tiers_mode", Value::Null),
-        ("transform_usage", Value::Null),
-    ] {
-        plan[field] = value;
-    }
-    for (field, value) in [
-        ("id", json!(format!("si_{}", random_id(14)))),
-        ("created", json!(created)),
-        ("price", price),
-        ("plan", plan),
-        ("quantity", json!(1)),
-        ("subscription", json!(subscription)),
-        ("current_period_start", json!(created)),
-        ("current_period_end", json!(created + PERIOD)),
-        ("billing_thresholds", Value::Null),
-    ] {
-        item[field] = value;
-    }
-    item
+    objects::price(id, "prod_demo", true, false)
 }
 
 /// The paid first invoice of `subscription` (the sidecar reads only its
@@ -714,10 +597,6 @@ fn bracketed(params: &[(String, String)], root: &str) -> Map<String, Value> {
         .collect()
 }
 
-fn fixture(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_default()
-}
-
 fn api_error(status: u16, message: &str) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     let body = json!({ "error": { "type": "invalid_request_error", "message": message } });
@@ -737,14 +616,4 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs()
-}
-
-/// `len` random letters and digits, for object ids.
-fn random_id(len: usize) -> String {
-    let mut out = String::new();
-    while out.len() < len {
-        out.push_str(&uuid::Uuid::new_v4().simple().to_string());
-    }
-    out.truncate(len);
-    out
 }

@@ -6,5 +6,6 @@ pub mod app;
 pub mod events;
 pub mod raw;
 pub mod redis;
+pub mod session;
 pub mod sidecar;
 pub mod stripe;

@@ -56,20 +56,16 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use stripe_sidecar::demo::objects::{
+    self, fixture, random_id, CHECKOUT_SESSION, CUSTOMER, EVENT, INVOICE, PORTAL_SESSION,
+};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use url::form_urlencoded;
 
-const CHECKOUT_SESSION: &str = include_str!("../fixtures/stripe/checkout.session.json");
-const PORTAL_SESSION: &str = include_str!("../fixtures/stripe/billing_portal.session.json");
-const CUSTOMER: &str = include_str!("../fixtures/stripe/customer.json");
-const SUBSCRIPTION: &str = include_str!("../fixtures/stripe/subscription.json");
-const PRICE: &str = include_str!("../fixtures/stripe/price.json");
-const INVOICE: &str = include_str!("../fixtures/stripe/invoice.json");
 const ACTIVE_ENTITLEMENT: &str =
     include_str!("../fixtures/stripe/entitlements.active_entitlement.json");
-const EVENT: &str = include_str!("../fixtures/stripe/event.json");
 
 /// The API version async-stripe 1.0.0-rc.10 pins; events say it.
 pub const API_VERSION: &str = "2026-09-30.endive";
@@ -88,7 +84,6 @@ const SUBSCRIPTION_STATUSES: [&str; 8] = [
 
 const DAY: u64 = 24 * 3600;
 /// A monthly price's period, as the fake counts it.
-const PERIOD: u64 = 30 * DAY;
 /// The trial a subscription seeded as `trialing` gets.
 const SEEDED_TRIAL: u64 = 14 * DAY;
 
@@ -1237,7 +1232,7 @@ impl State {
             .iter()
             .map(|(price, quantity)| {
                 let recurring = self.prices.get(price).copied().unwrap_or(true);
-                item_object(
+                objects::item(
                     &id,
                     price_object(price, recurring, live),
                     *quantity,
@@ -1245,67 +1240,7 @@ impl State {
                 )
             })
             .collect();
-        let mut subscription = fixture(SUBSCRIPTION);
-        for (field, value) in [
-            ("id", json!(id)),
-            ("customer", json!(customer)),
-            ("status", json!("active")),
-            ("created", json!(created)),
-            ("start_date", json!(created)),
-            ("billing_cycle_anchor", json!(created)),
-            (
-                "items",
-                json!({
-                    "object": "list",
-                    "data": items,
-                    "has_more": false,
-                    "url": format!("/v1/subscription_items?subscription={id}"),
-                }),
-            ),
-            ("metadata", Value::Object(metadata)),
-            ("livemode", json!(live)),
-            ("cancel_at_period_end", json!(false)),
-            (
-                "cancellation_details",
-                json!({"comment": null, "feedback": null, "reason": null}),
-            ),
-            (
-                "payment_settings",
-                json!({
-                    "payment_method_options": null,
-                    "payment_method_types": null,
-                    "save_default_payment_method": "off",
-                }),
-            ),
-            ("billing_mode", json!({"type": "classic", "flexible": null})),
-            ("billing_schedules", json!([])),
-            (
-                "invoice_settings",
-                json!({"account_tax_ids": null, "issuer": {"type": "self"}}),
-            ),
-        ] {
-            subscription[field] = value;
-        }
-        // The fixture's placeholders for things a plain new subscription has not.
-        for field in [
-            "billing_cycle_anchor_config",
-            "billing_thresholds",
-            "cancel_at",
-            "canceled_at",
-            "ended_at",
-            "latest_invoice",
-            "managed_payments",
-            "next_pending_invoice_item_invoice",
-            "pause_collection",
-            "pending_invoice_item_interval",
-            "pending_update",
-            "transfer_data",
-            "trial_end",
-            "trial_start",
-        ] {
-            subscription[field] = Value::Null;
-        }
-        subscription
+        objects::subscription(&id, customer, items, created, metadata, live)
     }
 
     /// An event (kept for `GET /v1/events/{id}`).
@@ -1535,69 +1470,14 @@ impl<'a> Page<'a> {
 
 /// A price built on the fixture: monthly, or one-time.
 fn price_object(id: &str, recurring: bool, live: bool) -> Value {
-    let mut price = fixture(PRICE);
-    for (field, value) in [
-        ("id", json!(id)),
-        ("product", json!(format!("prod_{}", product_tail(id)))),
-        ("livemode", json!(live)),
-        ("transform_quantity", Value::Null),
-        ("custom_unit_amount", Value::Null),
-    ] {
-        price[field] = value;
-    }
-    if !recurring {
-        price["type"] = json!("one_time");
-        price["recurring"] = Value::Null;
-    }
-    price
+    let product = format!("prod_{}", product_tail(id));
+    objects::price(id, &product, recurring, live)
 }
 
 /// A stable product id tail per price, so two prices do not share a product.
 fn product_tail(price: &str) -> String {
     let tail: String = price.chars().filter(char::is_ascii_alphanumeric).collect();
     format!("{tail:0>14}")
-}
-
-/// A subscription item on the fixture's: the price, its legacy `plan`
-/// twin, and the current period, which lives on items since API 2025-03-31.
-fn item_object(subscription: &str, price: Value, quantity: u64, created: u64) -> Value {
-    let template = fixture(SUBSCRIPTION);
-    let mut item = template["items"]["data"][0].clone();
-    let mut plan = item["plan"].clone();
-    for (field, value) in [
-        ("id", price["id"].clone()),
-        ("amount", price["unit_amount"].clone()),
-        ("amount_decimal", price["unit_amount_decimal"].clone()),
-        ("billing_scheme", price["billing_scheme"].clone()),
-        ("created", price["created"].clone()),
-        ("currency", price["currency"].clone()),
-        ("interval", price["recurring"]["interval"].clone()),
-        (
-            "interval_count",
-            price["recurring"]["interval_count"].clone(),
-        ),
-        ("livemode", price["livemode"].clone()),
-        ("metadata", json!({})),
-        ("product", price["product"].clone()),
-        ("tiers_mode", Value::Null),
-        ("transform_usage", Value::Null),
-    ] {
-        plan[field] = value;
-    }
-    for (field, value) in [
-        ("id", json!(format!("si_{}", random_id(14)))),
-        ("created", json!(created)),
-        ("price", price),
-        ("plan", plan),
-        ("quantity", json!(quantity)),
-        ("subscription", json!(subscription)),
-        ("current_period_start", json!(created)),
-        ("current_period_end", json!(created + PERIOD)),
-        ("billing_thresholds", Value::Null),
-    ] {
-        item[field] = value;
-    }
-    item
 }
 
 /// The paid first invoice of a new subscription (zero during a trial).
@@ -1767,10 +1647,6 @@ fn customer_object(
         customer[field] = value;
     }
     customer
-}
-
-fn fixture(text: &str) -> Value {
-    serde_json::from_str(text).expect("fixture JSON")
 }
 
 /// `line_items[0][price]` -> `["line_items", "0", "price"]`; `None` when the
@@ -1992,14 +1868,4 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs()
-}
-
-/// Lower-case hex, the shape of a Stripe id's tail (theirs are base62).
-fn random_id(len: usize) -> String {
-    let mut id = String::new();
-    while id.len() < len {
-        id.push_str(&uuid::Uuid::new_v4().simple().to_string());
-    }
-    id.truncate(len);
-    id
 }
