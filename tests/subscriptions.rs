@@ -269,6 +269,13 @@ async fn refresh_makes_a_user_back_before_the_webhook_subscribed() {
         syncs + 1,
         "a refresh within 2 s is served from the cache"
     );
+    let metrics = w.metrics().await;
+    for line in [
+        "stripe_sidecar_subscription_syncs_total{trigger=\"miss\",outcome=\"ok\"} 1",
+        "stripe_sidecar_subscription_syncs_total{trigger=\"refresh\",outcome=\"ok\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
     assert_eq!(w.get("/echo/pro/x", &bearer("u1")).await.status, 200);
 }
 
@@ -451,6 +458,13 @@ async fn gate_patterns_cannot_be_spelled_around() {
         invalid.json(),
         json!({"error": "Session is invalid or expired"})
     );
+    let metrics = w.metrics().await;
+    for line in [
+        "stripe_sidecar_gate_decisions_total{result=\"no_session\"} 13",
+        "stripe_sidecar_gate_decisions_total{result=\"invalid_session\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 }
 
 /// Plans and Entitlements features: 403 when the plan or a feature is
