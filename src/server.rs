@@ -104,18 +104,17 @@ pub struct Server {
 impl Server {
     /// Binds `server.listen` and `server.admin_listen` and builds the state.
     pub async fn bind(config: Config) -> std::io::Result<Server> {
-        let listen = |addr: SocketAddr, key: &'static str| async move {
-            let bound = async {
-                let listener = TcpListener::bind(addr).await?;
-                let bound = listener.local_addr()?;
-                Ok::<_, std::io::Error>((listener, bound))
-            };
-            bound.await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({key}): {e}"))
-            })
-        };
-        let (listener, addr) = listen(config.server.listen, "server.listen").await?;
-        let (admin, admin_addr) = listen(config.server.admin_listen, "server.admin_listen").await?;
+        let listener = listen(config.server.listen, "server.listen").await?;
+        Server::with_listener(config, listener).await
+    }
+
+    /// As [`Server::bind`], but serving on `listener`, already bound (by a
+    /// caller that must know the port before the configuration is built:
+    /// the demo); `server.listen` is not read.
+    pub async fn with_listener(config: Config, listener: TcpListener) -> std::io::Result<Server> {
+        let addr = listener.local_addr()?;
+        let admin = listen(config.server.admin_listen, "server.admin_listen").await?;
+        let admin_addr = admin.local_addr()?;
         Ok(Server {
             state: Arc::new(State::new(config)?),
             listener,
@@ -228,6 +227,13 @@ impl Server {
         let _ = admin.await;
         stopped
     }
+}
+
+/// Binds `addr`; the error names the address and the config key.
+pub(crate) async fn listen(addr: SocketAddr, key: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({key}): {e}")))
 }
 
 /// Accepts connections until `stop`, serving each with the service

@@ -3,9 +3,11 @@
 //! gate, checkout on the stand-in's hosted page, webhooks, the gated page
 //! open, the portal, cancel, refused again), asserting what a user would
 //! see; and the binary's `demo` subcommand and its configuration as the
-//! command line takes them.
+//! command line takes them; and the same story clicked through in a real
+//! headless Chromium.
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use serde_json::{json, Value};
 use stripe_sidecar::demo::{self, Demo, Settings};
 use stripe_sidecar::{Signal, Stopped};
 
+use crate::support::browser::{Chromium, Page};
 use crate::support::sidecar::{binary, eventually};
 
 /// A browser without JavaScript: carries the session cookie by hand,
@@ -292,4 +295,124 @@ async fn the_demo_command_prints_the_url_and_stops_on_sigint() {
     })
     .await;
     assert!(child.try_wait().unwrap().unwrap().success());
+}
+
+/// The story again, in a real headless Chromium: what a visitor clicks
+/// and what each page then shows, with a screenshot of each step (into
+/// `DEMO_SCREENSHOTS` when set, as `docs/demo/` is made; else a temporary
+/// folder). Skipped without a `chromium`, except in CI.
+#[tokio::test]
+async fn a_browser_walks_the_demo() {
+    let Some((_chromium, endpoint)) = Chromium::start("a_browser_walks_the_demo") else {
+        return;
+    };
+    let demo = Demo::start(0).await.expect("the demo starts");
+    let base = format!("http://{}", demo.addr());
+    let stripe = format!("http://{}", demo.stripe_addr());
+    let (stop, signals) = tokio::sync::mpsc::unbounded_channel();
+    let running = tokio::spawn(demo.run(signals));
+    let temp = tempfile::tempdir().unwrap();
+    let shots = std::env::var_os("DEMO_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut page = Page::open(&endpoint).await;
+    let shot = async |page: &mut Page, name: &str| {
+        let png = page.screenshot(&shots.join(format!("{name}.png"))).await;
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 5_000,
+            "{name}"
+        );
+    };
+    let at = |path: &str| format!("{base}{path}");
+
+    page.go(&at("/")).await;
+    page.wait_until("home", |_, text| text.contains("Not signed in."))
+        .await;
+    shot(&mut page, "1-home").await;
+
+    page.click("button", "Sign in as the demo user").await;
+    page.wait_until("signed in, on the pricing page", |url, text| {
+        url == at("/pricing")
+            && text.contains("$20.00 per month")
+            && !text.contains("Sign in first")
+    })
+    .await;
+    shot(&mut page, "2-pricing").await;
+
+    // The gate sends a signed-in visitor without a subscription back.
+    page.go(&at("/pro")).await;
+    page.wait_until("refused at the gate", |url, _| url == at("/pricing"))
+        .await;
+
+    page.click("button", "Subscribe").await;
+    page.wait_until("the stand-in's hosted checkout", |url, text| {
+        url.starts_with(&format!("{stripe}/pay/cs_"))
+            && text.contains("$20.00 per month")
+            && text.contains(demo::app::EMAIL)
+    })
+    .await;
+    shot(&mut page, "3-checkout").await;
+
+    page.click("button", "Pay").await;
+    page.wait_until("back in the app, subscribed", |url, text| {
+        url.starts_with(&at("/success?session_id=cs_"))
+            && text.contains("Subscription status: active (pro)")
+    })
+    .await;
+    shot(&mut page, "4-subscribed").await;
+
+    page.click("a", "Go to Pro").await;
+    page.wait_until("the gated page, open", |url, text| {
+        url == at("/pro") && text.contains("Your plan: pro") && text.contains("Status: active")
+    })
+    .await;
+    shot(&mut page, "5-pro").await;
+
+    page.click("nav a", "Account").await;
+    let account = page
+        .wait_until("the account page", |url, text| {
+            url == at("/account") && text.contains("x-subscription-plan")
+        })
+        .await;
+    for (header, value) in [
+        ("x-user-id", demo::app::USER_ID),
+        ("x-user-email", demo::app::EMAIL),
+        ("x-subscription-status", "active"),
+        ("x-subscription-plan", "pro"),
+    ] {
+        assert!(account.contains(&format!("{header}\t{value}")), "{account}");
+    }
+    assert!(account.contains("x-stripe-customer-id\tcus_"), "{account}");
+    shot(&mut page, "6-account").await;
+
+    page.click("button", "Billing").await;
+    page.wait_until("the stand-in's portal", |url, text| {
+        url.starts_with(&format!("{stripe}/portal/")) && text.contains("Status: active")
+    })
+    .await;
+    shot(&mut page, "7-portal").await;
+
+    page.click("button", "Cancel subscription").await;
+    let account = page
+        .wait_until("back on the account page", |url, text| {
+            url == at("/account") && text.contains("x-subscription-status")
+        })
+        .await;
+    assert!(account.contains("x-subscription-status\tnone"), "{account}");
+    assert!(
+        account.contains("x-subscription-plan\t(not sent)"),
+        "{account}"
+    );
+
+    page.click("nav a", "Pro").await;
+    page.wait_until("refused at the gate again", |url, text| {
+        url == at("/pricing") && text.contains("Subscribe")
+    })
+    .await;
+    shot(&mut page, "8-gate-closed").await;
+
+    stop.send(Signal::Interrupt).unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), running).await;
+    assert_eq!(stopped.unwrap().unwrap(), Stopped::Clean);
 }

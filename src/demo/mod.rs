@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::server::listen;
 use crate::{Config, Server, Signal, Stopped};
 
 /// The price the demo sells, under the alias `pro`.
@@ -148,22 +149,18 @@ impl Demo {
     /// `port` (0: a free one), all on 127.0.0.1, and starts the stand-ins.
     pub async fn start(port: u16) -> std::io::Result<Demo> {
         let localhost = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let port = match port {
-            // The sidecar's own origin goes into its configuration before
-            // it binds, so a free port is found first (and freed again).
-            0 => std::net::TcpListener::bind(localhost)?.local_addr()?.port(),
-            port => port,
-        };
+        // Bound first: the sidecar's own origin goes into its configuration.
+        let listener = listen(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), "--port").await?;
         let stripe_listener = TcpListener::bind(localhost).await?;
         let app_listener = TcpListener::bind(localhost).await?;
         let settings = Settings::new(
-            port,
+            listener.local_addr()?.port(),
             app_listener.local_addr()?,
             stripe_listener.local_addr()?,
         );
         let config = Config::parse(&config_toml(&settings), &|_| None)
             .map_err(|problems| std::io::Error::other(problems.to_string()))?;
-        let server = Server::bind(config).await?;
+        let server = Server::with_listener(config, listener).await?;
 
         let stand_in = Arc::new(stripe::StandIn::new(
             format!("http://{}", settings.stripe),

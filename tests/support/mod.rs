@@ -3,6 +3,7 @@
 //! HTTP/1.1 client for requests no well-behaved client library would send.
 
 pub mod app;
+pub mod browser;
 pub mod events;
 pub mod raw;
 pub mod redis;
