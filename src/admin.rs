@@ -12,11 +12,15 @@ use crate::metrics::Metrics;
 /// Answers one admin request.
 pub fn handle<B>(ready: bool, metrics: &Metrics, request: &Request<B>) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(
+        let mut refused = text(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "use GET\n".into(),
         );
+        refused
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return refused;
     }
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),

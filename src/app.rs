@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, Version};
 use tracing::Instrument;
 
 use crate::billing::{self, Billing};
@@ -179,9 +179,15 @@ async fn dispatch(
         };
         return (PROXY, None, Err(refused));
     }
-    if request.headers().get_all(header::HOST).iter().count() > 1 {
-        let refused = Error::BadRequest("Request has more than one Host header".into());
-        return (PROXY, None, Err(refused));
+    // RFC 9112 3.2: an HTTP/1.1 request has exactly one Host.
+    let hosts = request.headers().get_all(header::HOST).iter().count();
+    let host_problem = match hosts {
+        0 if request.version() == Version::HTTP_11 => Some("Request has no Host header"),
+        0 | 1 => None,
+        _ => Some("Request has more than one Host header"),
+    };
+    if let Some(problem) = host_problem {
+        return (PROXY, None, Err(Error::BadRequest(problem.into())));
     }
     match state.routes.find(request.method(), request.uri().path()) {
         Match::Local { route, params } => {
@@ -352,7 +358,7 @@ async fn local(
 
 /// The client's `X-Request-Id` when it is 1 to 128 of `A-Za-z0-9._-`,
 /// else a new one.
-fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
+pub(crate) fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
     let valid = |v: &&HeaderValue| {
         (1..=128).contains(&v.len())
             && v.as_bytes()

@@ -465,18 +465,41 @@ impl Metrics {
         &self.connections
     }
 
-    /// The exposition in the format `accept` asks for: OpenMetrics when
-    /// it names it, else the Prometheus text format 0.0.4. Returns the
+    /// The exposition in the format `accept` asks for: OpenMetrics when it
+    /// names it with a quality no lower than plain text's (`q=0`: not
+    /// acceptable), else the Prometheus text format 0.0.4. Returns the
     /// content type and the text.
     pub fn encode(&self, accept: &str) -> Result<(&'static str, String), std::fmt::Error> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
-        Ok(if accept.contains("application/openmetrics-text") {
+        let openmetrics = quality(accept, &["application/openmetrics-text"]);
+        let plain = quality(accept, &["text/plain", "text/*", "*/*"]);
+        Ok(if openmetrics > 0.0 && openmetrics >= plain {
             (OPENMETRICS, text)
         } else {
             (PROMETHEUS_TEXT, to_prometheus_text(&text))
         })
     }
+}
+
+/// The highest `q` an `Accept` header gives any of `types` (0 when it
+/// names none of them).
+fn quality(accept: &str, types: &[&str]) -> f32 {
+    accept
+        .split(',')
+        .filter_map(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next()?.trim();
+            if !types.iter().any(|t| media.eq_ignore_ascii_case(t)) {
+                return None;
+            }
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            Some(q.clamp(0.0, 1.0))
+        })
+        .fold(0.0, f32::max)
 }
 
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -548,5 +571,32 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// Regression: `Accept: application/openmetrics-text;q=0` (not
+    /// acceptable) was answered with OpenMetrics.
+    #[test]
+    fn the_format_follows_the_accept_qualities() {
+        let metrics = Metrics::default();
+        let cases = [
+            ("", PROMETHEUS_TEXT),
+            ("*/*", PROMETHEUS_TEXT),
+            ("text/plain", PROMETHEUS_TEXT),
+            ("application/openmetrics-text", OPENMETRICS),
+            ("Application/OpenMetrics-Text; version=1.0.0", OPENMETRICS),
+            // What Prometheus sends.
+            (
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+                 text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                OPENMETRICS,
+            ),
+            ("application/openmetrics-text;q=0", PROMETHEUS_TEXT),
+            ("application/openmetrics-text; q=0, text/plain", PROMETHEUS_TEXT),
+            ("application/openmetrics-text;q=0.4, text/plain;q=0.5", PROMETHEUS_TEXT),
+            ("text/plain;q=0.5, application/openmetrics-text", OPENMETRICS),
+        ];
+        for (accept, expected) in cases {
+            assert_eq!(metrics.encode(accept).unwrap().0, expected, "{accept}");
+        }
     }
 }

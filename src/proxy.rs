@@ -335,9 +335,11 @@ fn switches_to<B>(response: &Response<B>, asked: &[String]) -> bool {
         return false;
     };
     let chosen = chosen.trim().to_ascii_lowercase();
+    // A version the client named must be the one chosen; a bare name
+    // accepts any version of it.
     asked
         .iter()
-        .any(|p| *p == chosen || protocol_name(p) == protocol_name(&chosen))
+        .any(|p| *p == chosen || (!p.contains('/') && *p == protocol_name(&chosen)))
 }
 
 fn protocol_name(protocol: &str) -> &str {
@@ -485,6 +487,16 @@ mod tests {
         assert!(!switches_to(&answer("h2c"), &asked));
         assert!(!switches_to(&answer("tls/1.3"), &asked));
         assert!(!switches_to(&Response::new(()), &asked));
+        // Regression: a 101 to `websocket/2` opened a tunnel for a client
+        // that asked for `websocket/1`.
+        let asked = vec!["websocket/1".to_string()];
+        assert!(switches_to(&answer("WebSocket/1"), &asked));
+        assert!(!switches_to(&answer("websocket/2"), &asked));
+        assert!(!switches_to(&answer("websocket"), &asked));
+        assert!(switches_to(
+            &answer("websocket/13"),
+            &["websocket".to_string()]
+        ));
     }
 
     #[test]

@@ -155,6 +155,10 @@ impl Server {
                 // request is in flight, not inline in every idle connection.
                 tower::service_fn(move |request| Box::pin(respond(state.clone(), request, peer)))
             },
+            {
+                let state = state.clone();
+                move |status| refused(&state, status)
+            },
             stop.clone(),
             connections.clone(),
             Some(Limit::new(
@@ -175,6 +179,7 @@ impl Server {
                     async move { Ok::<_, Infallible>(response) }
                 })
             },
+            |_| {},
             admin_stop.clone(),
             TaskTracker::new(),
             None,
@@ -238,15 +243,19 @@ pub(crate) async fn listen(addr: SocketAddr, key: &str) -> std::io::Result<TcpLi
 
 /// Accepts connections until `stop`, serving each with the service
 /// `make_service` builds for its peer; on `stop` each connection finishes
-/// its in-flight request and closes.
-async fn serve<M, S>(
+/// its in-flight request and closes. `refused` is told the status of each
+/// request hyper answers itself (a malformed or oversized head: no
+/// request reaches the service).
+async fn serve<M, S, R>(
     listener: TcpListener,
     make_service: M,
+    refused: R,
     stop: CancellationToken,
     connections: TaskTracker,
     limit: Option<Limit>,
 ) where
     M: Fn(SocketAddr) -> S,
+    R: Fn(u16) + Clone + Send + 'static,
     S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
         + Clone
         + Send
@@ -295,6 +304,7 @@ async fn serve<M, S>(
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let stop = stop.clone();
+        let refused = refused.clone();
         connections.spawn(async move {
             let _slot = slot;
             tokio::pin!(connection);
@@ -311,8 +321,12 @@ async fn serve<M, S>(
                     }
                 }
             };
-            if let Err(error) = result {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            match result {
+                // hyper's own answer to a head it cannot parse.
+                Err(error) if error.is_parse_too_large() => refused(431),
+                Err(error) if error.is_parse() => refused(400),
+                Err(error) => tracing::debug!(%peer, %error, "connection ended with an error"),
+                Ok(()) => {}
             }
         });
     }
@@ -388,6 +402,24 @@ async fn respond(
             log: Some(log),
         })
     }))
+}
+
+/// The access line and metrics of a request hyper refused before it was
+/// one (no method or path to log: `-`; no `X-Request-Id` on hyper's
+/// reply, so the line's id is a new one).
+fn refused(state: &Arc<State>, status: u16) {
+    drop(RequestLog {
+        state: state.clone(),
+        started: Instant::now(),
+        method: "-".to_string(),
+        path: "-".to_string(),
+        status,
+        access: Some(Access {
+            request_id: app::request_id(None),
+            action: PROXY,
+            user_id: None,
+        }),
+    });
 }
 
 /// One request's metrics and access line, written when dropped: at the end

@@ -19,6 +19,9 @@ async fn health_readiness_and_nothing_else() {
     for (method, path, status) in cases {
         let response = raw::request(sidecar.admin, method, path, "").await;
         assert_eq!(response.status, status, "{method} {path}");
+        if status == 405 {
+            assert_eq!(response.header("allow"), Some("GET, HEAD"));
+        }
     }
     assert_eq!(app.requests(), 0, "the admin port never proxies");
 }

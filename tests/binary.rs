@@ -278,6 +278,13 @@ async fn every_request_gets_exactly_one_json_access_line() {
     .await;
     let generated = get(sidecar.addr, "/echo/generated", "").await;
     let checkout = raw::request(sidecar.addr, "POST", "/api/stripe/create-checkout", "").await;
+    // Regression: a head hyper refuses itself (431, malformed) left no line.
+    let huge = format!(
+        "X-Request-Id: big\r\nCookie: x={}\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let too_large = raw::request(sidecar.addr, "GET", "/echo/huge", &huge).await;
+    assert_eq!(too_large.status, 431);
     assert_eq!(given.status, 200);
     assert_eq!(app_saw(&given, "x-request-id").as_deref(), Some("abc-123"));
     let generated_id = app_saw(&generated, "x-request-id").expect("the app gets a request id");
@@ -286,7 +293,7 @@ async fn every_request_gets_exactly_one_json_access_line() {
 
     let lines = stop(sidecar).await;
     let access = access_lines(&lines);
-    assert_eq!(access.len(), 3, "one line per request:\n{lines:#?}");
+    assert_eq!(access.len(), 4, "one line per request:\n{lines:#?}");
     for (method, path, action, status, request_id) in [
         ("GET", "/echo/given", "proxy", 200, Some("abc-123")),
         (
@@ -303,6 +310,7 @@ async fn every_request_gets_exactly_one_json_access_line() {
             checkout.status,
             None,
         ),
+        ("-", "-", "proxy", 431, None),
     ] {
         let line = access
             .iter()

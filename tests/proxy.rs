@@ -180,6 +180,16 @@ async fn ambiguous_and_tunnel_requests_never_reach_the_app() {
         two_hosts.json()["error"],
         "Request has more than one Host header"
     );
+    let no_host = raw::send(
+        sidecar.addr,
+        b"GET /echo HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(no_host.status, 400);
+    assert_eq!(no_host.json()["error"], "Request has no Host header");
+    // HTTP/1.0 has no Host requirement.
+    let old = raw::send(sidecar.addr, b"GET /echo HTTP/1.0\r\n\r\n").await;
+    assert_eq!(old.status, 200);
     let connect = raw::send(
         sidecar.addr,
         b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
@@ -187,7 +197,7 @@ async fn ambiguous_and_tunnel_requests_never_reach_the_app() {
     .await;
     assert_eq!(connect.status, 405);
     assert!(connect.header("allow").is_some());
-    assert_eq!(app.requests(), 0);
+    assert_eq!(app.requests(), 1, "only the HTTP/1.0 request");
 }
 
 #[tokio::test]
@@ -565,6 +575,10 @@ async fn large_headers_are_accepted_up_to_64_kib() {
     let huge = format!("Cookie: x={}\r\n", "a".repeat(100 * 1024));
     let response = raw::request(sidecar.addr, "GET", "/echo", &huge).await;
     assert_eq!(response.status, 431);
+    // Regression: hyper's own 431 was not counted.
+    let metrics = raw::request(sidecar.admin, "GET", "/metrics", "").await;
+    let counted = "stripe_sidecar_requests_total{action=\"proxy\",status=\"431\"} 1";
+    assert!(metrics.body.contains(counted), "{}", metrics.body);
 }
 
 #[tokio::test]
