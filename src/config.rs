@@ -206,7 +206,7 @@ impl Default for RawStripe {
     fn default() -> Self {
         RawStripe {
             secret_key: "${STRIPE_SECRET_KEY:-}".into(),
-            api_base: "https://api.stripe.com".into(),
+            api_base: "${STRIPE_API_BASE:-https://api.stripe.com}".into(),
             webhook_secrets: vec!["${STRIPE_WEBHOOK_SECRET:-}".into()],
             webhook_tolerance_seconds: 300,
             timeout_ms: 10000,
@@ -216,7 +216,7 @@ impl Default for RawStripe {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RawCheckout {
     pub allowed_redirect_origins: Vec<String>,
@@ -226,6 +226,22 @@ pub struct RawCheckout {
     pub allow_any_price: bool,
     pub max_trial_days: u64,
     pub rate_limit_per_minute: u64,
+}
+
+/// A Stripe test key, `APP_ORIGIN` and `STRIPE_PRICE_ID` in the
+/// environment are enough to start; unset, these are empty and left out.
+impl Default for RawCheckout {
+    fn default() -> Self {
+        RawCheckout {
+            allowed_redirect_origins: vec!["${APP_ORIGIN:-}".into()],
+            require_sign_in: false,
+            allow_promotion_codes: false,
+            prices: BTreeMap::from([("default".into(), "${STRIPE_PRICE_ID:-}".into())]),
+            allow_any_price: false,
+            max_trial_days: 0,
+            rate_limit_per_minute: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1492,7 +1508,9 @@ fn validate_stripe(raw: &RawStripe, p: &mut Check) -> Option<Stripe> {
 
 fn validate_checkout(raw: &RawCheckout, has_secret_key: bool, p: &mut Check) -> Checkout {
     let mut origins = Vec::new();
-    for (i, text) in raw.allowed_redirect_origins.iter().enumerate() {
+    // An empty entry (an unset `${APP_ORIGIN:-}`) is left out.
+    let written = raw.allowed_redirect_origins.iter().enumerate();
+    for (i, text) in written.filter(|(_, text)| !text.is_empty()) {
         let key = format!("checkout.allowed_redirect_origins[{i}]");
         match Origin::parse(text) {
             Ok(origin) => origins.push(origin),
@@ -1506,7 +1524,7 @@ fn validate_checkout(raw: &RawCheckout, has_secret_key: bool, p: &mut Check) -> 
             )),
         }
     }
-    if has_secret_key && raw.allowed_redirect_origins.is_empty() {
+    if has_secret_key && raw.allowed_redirect_origins.iter().all(String::is_empty) {
         p.push(problem(
             "checkout.allowed_redirect_origins",
             "must list at least one origin (e.g. [\"https://myapp.com\"]) once stripe.secret_key is set",
@@ -2710,5 +2728,36 @@ mod tests {
         }
         let sections: Vec<_> = file.keys().collect();
         assert_eq!(sections, defaults.keys().collect::<Vec<_>>());
+    }
+
+    /// The quickstart: the repo's config.toml starts with a test key, the
+    /// app's origin and a price from the environment, and says what is
+    /// missing with the key alone.
+    #[test]
+    fn the_repo_config_takes_a_test_key_origin_and_price_from_the_environment() {
+        let file = include_str!("../config.toml");
+        let quickstart = |name: &str| match name {
+            "STRIPE_SECRET_KEY" => Some("sk_test_123".to_string()),
+            "APP_ORIGIN" => Some("http://localhost:3000".to_string()),
+            "STRIPE_PRICE_ID" => Some("price_123".to_string()),
+            "STRIPE_API_BASE" => Some("http://127.0.0.1:12111".to_string()),
+            _ => None,
+        };
+        let config = Config::parse(file, &quickstart).unwrap();
+        let origins = &config.checkout.allowed_redirect_origins;
+        assert_eq!(origins.len(), 1);
+        assert_eq!(origins[0], Origin::parse("http://localhost:3000").unwrap());
+        assert_eq!(config.checkout.prices["default"], "price_123");
+        assert_eq!(config.stripe.api_base.as_str(), "http://127.0.0.1:12111/");
+
+        let key_only = |name: &str| (name == "STRIPE_SECRET_KEY").then(|| "sk_test_123".into());
+        let found = problems_with(file, &key_only);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(found[0].starts_with("checkout.allowed_redirect_origins: must list"));
+        assert!(found[1].starts_with("checkout.prices: must list"));
+        let config = Config::parse(file, &|_| None).unwrap();
+        assert_eq!(config.stripe.api_base.as_str(), "https://api.stripe.com/");
+        assert!(config.checkout.allowed_redirect_origins.is_empty());
+        assert!(config.checkout.prices.is_empty());
     }
 }
