@@ -389,7 +389,7 @@ mod tests {
     }
 
     fn post(path: &str, headers: &[(&str, &str)], body: &'static str) -> Request<Body> {
-        let mut request = Request::post(path);
+        let mut request = Request::post(path).header("host", "app.example");
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
