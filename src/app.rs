@@ -22,6 +22,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Version};
 use tracing::Instrument;
 
+use crate::account::Account;
 use crate::billing::{self, Billing};
 use crate::body::{self, Body};
 use crate::config::Config;
@@ -37,7 +38,7 @@ use crate::rate_limit::RateLimit;
 use crate::routes::{Action, Match, Route, RouteTable};
 use crate::shared::{Kind, Shared};
 use crate::stripe::{self, Stripe, StripeError};
-use crate::subscriptions::{Account, Subscriptions};
+use crate::subscriptions::Subscriptions;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `Allow` of a 405 to `CONNECT`: the sidecar is not a forward proxy.

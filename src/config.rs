@@ -34,6 +34,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::account::SUBSCRIPTION_STATUSES;
 use crate::gates::{Gate, Pattern, Require};
 use crate::routes::{one_of, Action, Mode, Route};
 
@@ -1000,17 +1001,6 @@ pub struct Subscriptions {
     /// Also read the customer's active Stripe Entitlements features.
     pub entitlements: bool,
 }
-
-/// The statuses a kept subscription may have, in the order the best one is
-/// chosen (`canceled` and `incomplete_expired` are not kept).
-pub const SUBSCRIPTION_STATUSES: [&str; 6] = [
-    "active",
-    "trialing",
-    "past_due",
-    "unpaid",
-    "incomplete",
-    "paused",
-];
 
 /// The headers set on proxied requests for a verified session; `None` =
 /// not sent. Whatever a client sends under these names never reaches the

@@ -9,8 +9,8 @@
 //! pattern matches applies. Hand-written: glob crates match file names,
 //! not normalized URL segments, and the whole matcher is a dozen lines.
 
+use crate::account::{Account, Subscription};
 use crate::routes::{self, Route, Segment};
-use crate::subscriptions::Account;
 
 /// What a gate asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +173,7 @@ impl Gate {
         };
         // A subscription's plan is its first price (aliases were resolved
         // to price ids when the config was read).
-        let on_plan = |s: &&crate::subscriptions::Subscription| {
+        let on_plan = |s: &&Subscription| {
             self.plans.is_empty()
                 || s.price_ids
                     .first()

@@ -19,6 +19,7 @@
 // request future is `Send`.
 #![recursion_limit = "256"]
 
+pub mod account;
 pub mod admin;
 pub mod app;
 pub mod billing;

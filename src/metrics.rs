@@ -20,7 +20,6 @@ use prometheus_client::registry::Registry;
 use crate::gates::Decision;
 use crate::identity::Rejection;
 use crate::routes::Action;
-use crate::subscriptions::Trigger;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -210,6 +209,21 @@ fn gate_result(decision: Decision) -> &'static str {
         Decision::MissingFeature => "missing_feature",
         Decision::Unavailable => "unavailable",
     }
+}
+
+/// What started a sync: `trigger` of `stripe_sidecar_subscription_syncs_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Nothing cached, or older than the TTL.
+    Miss,
+    /// A verified webhook event for the customer.
+    Webhook,
+    /// `GET /api/stripe/subscription?refresh=true`.
+    Refresh,
+}
+
+impl Trigger {
+    pub const ALL: [Trigger; 3] = [Trigger::Miss, Trigger::Webhook, Trigger::Refresh];
 }
 
 /// `trigger` of `stripe_sidecar_subscription_syncs_total`.

@@ -36,6 +36,12 @@ use crate::metrics::{Metrics, UpstreamFailure};
 const MAX_IDLE_CONNECTIONS: usize = 128;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Request line and headers accepted, in all, whatever the number of
+/// headers: Supabase session cookies are large. Beyond this a client gets
+/// 431; the app's response heads get the same room. Clients speak HTTP/1.1 (or 1.0) to the sidecar, as to nginx by
+/// default.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -73,7 +79,7 @@ impl Proxy {
             // The app's response head fits in what a client may send; the
             // default (~400 KiB) lets each pooled connection's read buffer
             // grow that far and keep it.
-            .http1_max_buf_size(crate::server::MAX_HEADER_BYTES + 4096)
+            .http1_max_buf_size(MAX_HEADER_BYTES + 4096)
             .build(connector);
         Proxy {
             client,

@@ -35,13 +35,9 @@ use crate::body::{self, Body};
 use crate::config::Config;
 use crate::logging::AccessLine;
 use crate::metrics::PROXY;
+use crate::proxy::MAX_HEADER_BYTES;
 use crate::{admin, BoxError};
 
-/// Request line and headers accepted, in all, whatever the number of
-/// headers: Supabase session cookies are large. Beyond this a client gets
-/// 431. Clients speak HTTP/1.1 (or 1.0) to the sidecar, as to nginx by
-/// default.
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// The most headers that fit in [`MAX_HEADER_BYTES`] (`a:` and CRLF).
 const MAX_HEADERS: usize = MAX_HEADER_BYTES / 4;
 /// Time a client has to send a request's headers (slow-loris bound).

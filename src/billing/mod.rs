@@ -23,6 +23,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
 use serde_json::{Map, Value};
 
+use crate::account::Account;
 use crate::body::Reader;
 use crate::config::{self, Origin, MAX_TRIAL_DAYS};
 use crate::customers::Customers;
@@ -30,7 +31,7 @@ use crate::error::Error;
 use crate::identity::{Caller, Named, Rejection, Subject};
 use crate::routes::{Action, Route};
 use crate::stripe::Stripe;
-use crate::subscriptions::{Account, Subscriptions};
+use crate::subscriptions::Subscriptions;
 
 /// What the billing handlers run on, built once at start-up.
 pub struct Billing {
