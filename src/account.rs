@@ -136,7 +136,7 @@ mod tests {
         }
     }
 
-    /// The SPEC's order: status first, then the most recently created.
+    /// The documented order: status first, then the most recently created.
     #[test]
     fn the_best_subscription_is_chosen_by_status_then_age() {
         let state = |subs: Vec<Subscription>| State {

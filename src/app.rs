@@ -322,7 +322,8 @@ async fn local(
         let result = billing::webhook::handle(&state.billing, &state.proxy, route, request, peer);
         return (None, result.await);
     }
-    if let Some(limit) = &state.rate_limit {
+    let limited = matches!(route.action, Action::Checkout | Action::Portal);
+    if let Some(limit) = state.rate_limit.as_ref().filter(|_| limited) {
         let trusted = &state.config.server.trusted_proxies;
         let client = proxy::client_ip(request.headers(), peer.ip(), trusted);
         if let Err(retry_after) = limit.check(client).await {

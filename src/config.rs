@@ -2364,7 +2364,7 @@ mod tests {
         );
     }
 
-    /// The three secrets the SPEC's defaults read, each with a `${...}` in
+    /// The three secrets the documented defaults read, each with a `${...}` in
     /// its value that must stay literal.
     fn secrets_env(name: &str) -> Option<String> {
         match name {
@@ -2378,7 +2378,7 @@ mod tests {
     /// Regression: a config with no `[auth]` or no `[stripe]` (or one that
     /// left `hs256_secret`, `secret_key` or `webhook_secrets` out) ran with
     /// HS256 and Stripe off instead of reading the environment variables the
-    /// SPEC's defaults name.
+    /// documented defaults name.
     #[test]
     fn defaults_read_the_environment_whether_a_section_is_written_or_not() {
         let origins =
@@ -2423,7 +2423,7 @@ mod tests {
         assert_eq!(raw.auth.hs256_secret, "jwt-${SET}");
         assert_eq!(raw.stripe.secret_key, "sk_test_${SET}");
         assert_eq!(raw.stripe.webhook_secrets, ["whsec_${SET}"]);
-        // The defaults are written once, next to the fields, as the SPEC has them.
+        // The defaults are written once, next to the fields, as docs/reference.md has them.
         assert_eq!(RawAuth::default().hs256_secret, "${SUPABASE_JWT_SECRET:-}");
         assert_eq!(RawStripe::default().secret_key, "${STRIPE_SECRET_KEY:-}");
         assert_eq!(

@@ -204,7 +204,7 @@ mod tests {
     }
 
     /// Gate patterns against the request paths an app framework would
-    /// route to the gated page: the table the SPEC's Gates section asks.
+    /// route to the gated page: the table of docs/reference.md's gates section.
     #[test]
     fn patterns_match_every_spelling_of_a_gated_path() {
         let table: &[(&str, &str, bool)] = &[

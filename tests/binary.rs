@@ -503,7 +503,7 @@ async fn sigterm_fails_readiness_drains_then_finishes_in_flight_requests() {
     assert!(status.success(), "{status}");
 }
 
-/// SPEC "Admin port": `/healthz` is 200 while the process runs, which
+/// docs/reference.md "Admin port": `/healthz` is 200 while the process runs, which
 /// includes the grace period after the app listener has closed.
 #[tokio::test]
 async fn healthz_answers_while_in_flight_requests_finish() {

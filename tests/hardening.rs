@@ -110,7 +110,16 @@ async fn checkout_and_portal_are_rate_limited_per_client_ip() {
     let other = raw::request(sidecar.addr, "POST", checkout, &from("203.0.113.2")).await;
     assert_eq!(other.status, 503, "another client has its own allowance");
     let proxied = raw::request(sidecar.addr, "GET", "/echo", &from("203.0.113.1")).await;
-    assert_eq!(proxied.status, 200, "only the billing routes are limited");
+    assert_eq!(proxied.status, 200, "only checkout and portal are limited");
+    // Regression: the subscription route shared the window.
+    let read = raw::request(
+        sidecar.addr,
+        "GET",
+        "/api/stripe/subscription",
+        &from("203.0.113.1"),
+    )
+    .await;
+    assert_eq!(read.status, 401, "not signed in, but not limited");
     let metrics = raw::request(sidecar.admin, "GET", "/metrics", "").await;
     assert!(
         metrics

@@ -63,7 +63,9 @@ fn every_config_key_is_documented_with_its_default() {
     let code_keys = keys(code.as_table().unwrap());
     let shipped_keys = keys(&shipped);
     assert!(
-        shipped_keys.iter().any(|k| k.section == "[[auth.api_keys]]")
+        shipped_keys
+            .iter()
+            .any(|k| k.section == "[[auth.api_keys]]")
             && shipped_keys.iter().any(|k| k.section == "[[gates]]"),
         "config.toml's commented-out examples are read: has their shape changed?"
     );
@@ -78,17 +80,14 @@ fn every_config_key_is_documented_with_its_default() {
             line.starts_with("### ") && line.contains(&format!("`{}`", key.section))
         }) else {
             problems.push(format!(
-                "no `### `{}`` section ({} has {})",
-                key.section, source, key.section
+                "no \"### `{}`\" heading ({source} has that section)",
+                key.section
             ));
             continue;
         };
         let name = format!("`{}`", key.name);
         let Some(row) = rows(block).into_iter().find(|row| row[0] == name) else {
-            problems.push(format!(
-                "{}: no row for {name} (in {source})",
-                key.section
-            ));
+            problems.push(format!("{}: no row for {name} (in {source})", key.section));
             continue;
         };
         // The code's defaults; routes have none to show (their one item
@@ -128,9 +127,9 @@ fn every_environment_variable_of_the_shipped_config_is_documented() {
     strings(&code, &mut values);
     let mut variables = BTreeSet::new();
     for value in values {
-        for reference in value.split("${").skip(1) {
-            let end = reference.find(['}', ':']).expect("${VAR} is closed");
-            variables.insert(reference[..end].to_string());
+        for used in value.split("${").skip(1) {
+            let end = used.find(['}', ':']).expect("${VAR} is closed");
+            variables.insert(used[..end].to_string());
         }
     }
     assert!(
@@ -158,7 +157,7 @@ struct Key {
 
 /// The keys of a whole configuration, section by section.
 fn keys(file: &toml::Table) -> Vec<Key> {
-    fn tables(value: &toml::Value) -> Option<Vec<&toml::Table>> {
+    fn array_of_tables(value: &toml::Value) -> Option<Vec<&toml::Table>> {
         let items = value.as_array()?;
         let tables: Vec<&toml::Table> = items.iter().filter_map(|i| i.as_table()).collect();
         (!items.is_empty() && tables.len() == items.len()).then_some(tables)
@@ -166,7 +165,7 @@ fn keys(file: &toml::Table) -> Vec<Key> {
     fn section_keys(section: String, tables: &[&toml::Table], out: &mut Vec<Key>) {
         for table in tables {
             for (name, value) in table.iter() {
-                let nested = tables(value);
+                let nested = array_of_tables(value);
                 if let Some(items) = &nested {
                     let inner = section.trim_matches(['[', ']']);
                     section_keys(format!("[[{inner}.{name}]]"), items, out);
@@ -181,7 +180,7 @@ fn keys(file: &toml::Table) -> Vec<Key> {
     }
     let mut out = Vec::new();
     for (name, value) in file {
-        match (value, tables(value)) {
+        match (value, array_of_tables(value)) {
             (toml::Value::Table(table), _) => section_keys(format!("[{name}]"), &[table], &mut out),
             (_, Some(items)) => section_keys(format!("[[{name}]]"), &items, &mut out),
             (other, None) => panic!("a top-level value that is not a section: {name} = {other}"),
@@ -199,9 +198,12 @@ fn shipped_config_with_examples() -> toml::Table {
     let mut in_example = false;
     for line in text.lines() {
         let uncommented = line.strip_prefix("# ").unwrap_or_default();
-        let is_key = uncommented
-            .split_once(" = ")
-            .is_some_and(|(key, _)| !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        let is_key = uncommented.split_once(" = ").is_some_and(|(key, _)| {
+            !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        });
         if uncommented.starts_with("[[") {
             in_example = true;
         } else if !(in_example && is_key) {
@@ -236,8 +238,8 @@ fn strings(value: &toml::Value, out: &mut Vec<String>) {
 #[test]
 fn every_default_route_and_action_is_documented() {
     let reference = read(REFERENCE);
-    let table = section(&reference, |line| line == "### Default routes")
-        .expect("a Default routes section");
+    let table =
+        section(&reference, |line| line == "### Default routes").expect("a Default routes section");
     let documented = rows(table);
     let routes = config::default_routes();
     for route in &routes {
@@ -246,8 +248,18 @@ fn every_default_route_and_action_is_documented() {
             .iter()
             .find(|row| row.get(1) == Some(&format!("`{}`", route.path)))
             .unwrap_or_else(|| panic!("Default routes: no row for `{}`", route.path));
-        assert_eq!(row[0], format!("`{}`", action.method()), "{}: method", route.path);
-        assert_eq!(row[2], format!("`{}`", route.action), "{}: action", route.path);
+        assert_eq!(
+            row[0],
+            format!("`{}`", action.method()),
+            "{}: method",
+            route.path
+        );
+        assert_eq!(
+            row[2],
+            format!("`{}`", route.action),
+            "{}: action",
+            route.path
+        );
         if let Some(forward_to) = &route.forward_to {
             assert!(
                 row[3].contains(&format!("`forward_to = \"{forward_to}\"`")),
@@ -294,22 +306,9 @@ async fn every_error_reply_of_the_code_is_documented() {
         section(&reference, |line| line == "## Error replies").expect("an Error replies section"),
     );
     let mut problems = Vec::new();
-    let mut check = |what: String, status: u16, message: Option<String>| {
-        let shown = match &message {
-            Some(message) => format!("`{message}`"),
-            None => "(no body)".to_string(),
-        };
-        let found = replies
-            .iter()
-            .any(|row| row[0] == status.to_string() && row[1].contains(&shown));
-        if !found {
-            problems.push(format!("{status} {shown} ({what})"));
-        }
-    };
+    let mut responses = Vec::new();
     for error in error_samples() {
-        let what = format!("{error:?}");
-        let (status, message) = reply(error.into_response()).await;
-        check(what, status, message);
+        responses.push((format!("{error:?}"), error.into_response()));
     }
     // Through the whole pipeline, with no Stripe key and no app.
     let state = State::new(Config::parse("", &|_| None).expect("an empty config is valid"))
@@ -319,26 +318,45 @@ async fn every_error_reply_of_the_code_is_documented() {
         Request::builder()
             .method(Method::CONNECT)
             .uri("example.com:443")
+            .header("host", "example.com:443")
             .body(body::full("")),
         Request::post("/echo")
             .header("host", "a.example")
             .header("host", "b.example")
             .body(body::full("")),
-        Request::post("/API/stripe/create-checkout").body(body::full("{}")),
-        Request::post("/api/stripe/create-checkout").body(body::full("{}")),
+        Request::post("/echo").body(body::full("")),
+        Request::post("/API/stripe/create-checkout")
+            .header("host", "myapp.example")
+            .body(body::full("{}")),
+        Request::post("/api/stripe/create-checkout")
+            .header("host", "myapp.example")
+            .body(body::full("{}")),
     ];
     for request in requests {
         let request = request.unwrap();
         let what = format!("{} {}", request.method(), request.uri());
-        let response = app::handle(&state, request, peer).await;
-        if let Some(allow) = response.headers().get("allow") {
+        responses.push((what, app::handle(&state, request, peer).await));
+    }
+    for (what, response) in responses {
+        let allow = response.headers().get("allow").cloned();
+        let (status, message) = reply(response).await;
+        let shown = match &message {
+            Some(message) => format!("`{message}`"),
+            None => "(no body)".to_string(),
+        };
+        let row = replies
+            .iter()
+            .find(|row| row[0] == status.to_string() && row[1].contains(&shown));
+        let Some(row) = row else {
+            problems.push(format!("{status} {shown} ({what})"));
+            continue;
+        };
+        if let Some(allow) = allow {
             let allow = format!("`Allow: {}`", allow.to_str().unwrap());
-            if !replies.iter().any(|row| row[2].contains(&allow)) {
-                problems.push(format!("{allow} ({what})"));
+            if !row[2].contains(&allow) {
+                problems.push(format!("{status} {shown}: {allow} ({what})"));
             }
         }
-        let (status, message) = reply(response).await;
-        check(what, status, message);
     }
     assert!(
         problems.is_empty(),
@@ -414,7 +432,9 @@ fn error_samples() -> Vec<Error> {
         refused(404, "No such price: 'price_123'"),
         refused(401, "Invalid API Key provided: sk_test_****1234"),
         refused(403, "The provided key does not have access"),
-        Error::Stripe(StripeError::Unavailable("status 500 after 2 retries".into())),
+        Error::Stripe(StripeError::Unavailable(
+            "status 500 after 2 retries".into(),
+        )),
         Error::Stripe(StripeError::Decode("not JSON".into())),
         Error::LookupUnavailable("status 500".into()),
         Error::Internal("a bug".into()),
@@ -516,21 +536,29 @@ fn every_metric_family_and_label_value_is_documented() {
             .find(|(f, _)| name == *f || name.starts_with(&format!("{f}_")))
             .unwrap_or_else(|| panic!("a sample of no family: {line}"))
             .0;
-        let Some(pairs) = line.split_once('{').and_then(|(_, rest)| rest.split_once('}')) else {
+        let Some(pairs) = line
+            .split_once('{')
+            .and_then(|(_, rest)| rest.split_once('}'))
+        else {
             continue;
         };
         for pair in pairs.0.split(',') {
             let (label, value) = pair.split_once('=').expect("label=\"value\"");
-            labels.push((family, label.to_string(), value.trim_matches('"').to_string()));
+            labels.push((
+                family,
+                label.to_string(),
+                value.trim_matches('"').to_string(),
+            ));
         }
     }
     for (family, kind) in &families {
         let row = table.iter().find(|row| row[0] == format!("`{family}`"));
         match row {
             None => problems.push(format!("no row for `{family}`")),
-            Some(row) if row[1] != *kind => {
-                problems.push(format!("`{family}` is a {kind}, the reference says {}", row[1]))
-            }
+            Some(row) if row[1] != *kind => problems.push(format!(
+                "`{family}` is a {kind}, the reference says {}",
+                row[1]
+            )),
             Some(_) => {}
         }
     }
@@ -542,9 +570,14 @@ fn every_metric_family_and_label_value_is_documented() {
             continue;
         };
         let open = ["status", "version"].contains(&label.as_str());
-        for needed in [Some(&label), (!open).then_some(&value)].into_iter().flatten() {
+        for needed in [Some(&label), (!open).then_some(&value)]
+            .into_iter()
+            .flatten()
+        {
             if !row[2].contains(&format!("`{needed}`")) {
-                problems.push(format!("`{family}`: `{needed}` (label {label}) is not named"));
+                problems.push(format!(
+                    "`{family}`: `{needed}` (label {label}) is not named"
+                ));
             }
         }
     }
@@ -608,22 +641,32 @@ fn every_command_line_flag_and_command_is_documented() {
                 needed.insert(format!("--{flag}"));
             }
         }
-        for reference in text.split("[env: ").skip(1) {
-            needed.insert(reference.split(['=', ']']).next().unwrap().to_string());
+        for env in text.split("[env: ").skip(1) {
+            needed.insert(env.split(['=', ']']).next().unwrap().to_string());
         }
         let commands = text.split("Commands:\n").nth(1).unwrap_or_default();
+        // `  NAME  about`; a wrapped about continues further in.
         for line in commands.lines().take_while(|line| !line.trim().is_empty()) {
-            let command = line.split_whitespace().next().unwrap();
+            let Some(entry) = line.strip_prefix("  ").filter(|e| !e.starts_with(' ')) else {
+                continue;
+            };
+            let command = entry.split_whitespace().next().unwrap();
             if command != "help" {
                 needed.insert(command.to_string());
             }
         }
     }
-    for expected in ["--config", "--check", "--port", "demo", "STRIPE_SIDECAR_CONFIG"] {
+    for expected in [
+        "--config",
+        "--check",
+        "--port",
+        "demo",
+        "STRIPE_SIDECAR_CONFIG",
+    ] {
         assert!(needed.contains(expected), "--help is read: {needed:?}");
     }
-    let command_line = section(&reference, |line| line == "## Command line")
-        .expect("a Command line section");
+    let command_line =
+        section(&reference, |line| line == "## Command line").expect("a Command line section");
     let missing: Vec<&String> = needed
         .iter()
         .filter(|name| !command_line.contains(&format!("`{name}")))
@@ -645,7 +688,7 @@ fn read(relative: &str) -> String {
 
 /// The text under the first heading `is_heading` picks, up to the next
 /// heading of the same or a higher level (fenced code skipped).
-fn section<'a>(text: &'a str, is_heading: impl Fn(&str) -> bool) -> Option<&'a str> {
+fn section(text: &str, is_heading: impl Fn(&str) -> bool) -> Option<&str> {
     let level = |line: &str| {
         let hashes = line.bytes().take_while(|b| *b == b'#').count();
         (hashes > 0 && line[hashes..].starts_with(' ')).then_some(hashes)
@@ -672,30 +715,38 @@ fn section<'a>(text: &'a str, is_heading: impl Fn(&str) -> bool) -> Option<&'a s
 }
 
 /// The rows of the Markdown tables in `text`, each as its trimmed cells
-/// (a `\|` stays in its cell); header separator rows left out.
+/// (a `\|` stays in its cell); header rows and separators left out.
 fn rows(text: &str) -> Vec<Vec<String>> {
+    let is_separator = |cells: &[String]| {
+        cells
+            .iter()
+            .all(|c| !c.is_empty() && c.chars().all(|c| c == '-' || c == ':'))
+    };
+    let table: Vec<Vec<String>> = text.lines().filter_map(cells).collect();
     let mut out = Vec::new();
-    for line in text.lines().map(str::trim) {
-        let Some(inner) = line.strip_prefix('|') else {
-            continue;
-        };
-        let mut cells = vec![String::new()];
-        let mut escaped = false;
-        for c in inner.chars() {
-            match c {
-                '|' if !escaped => cells.push(String::new()),
-                c => cells.last_mut().unwrap().push(c),
-            }
-            escaped = c == '\\';
+    for (at, row) in table.iter().enumerate() {
+        let is_header = table.get(at + 1).is_some_and(|next| is_separator(next));
+        if !is_header && !is_separator(row) {
+            out.push(row.clone());
         }
-        if cells.last().is_some_and(|cell| cell.trim().is_empty()) {
-            cells.pop();
-        }
-        let cells: Vec<String> = cells.into_iter().map(|c| c.trim().to_string()).collect();
-        if cells.iter().all(|c| !c.is_empty() && c.chars().all(|c| c == '-' || c == ':')) {
-            continue;
-        }
-        out.push(cells);
     }
     out
+}
+
+/// The cells of a table row, trimmed; `None` for a line that is not one.
+fn cells(line: &str) -> Option<Vec<String>> {
+    let inner = line.trim().strip_prefix('|')?;
+    let mut cells = vec![String::new()];
+    let mut escaped = false;
+    for c in inner.chars() {
+        match c {
+            '|' if !escaped => cells.push(String::new()),
+            c => cells.last_mut().unwrap().push(c),
+        }
+        escaped = c == '\\';
+    }
+    if cells.last().is_some_and(|cell| cell.trim().is_empty()) {
+        cells.pop();
+    }
+    Some(cells.into_iter().map(|c| c.trim().to_string()).collect())
 }

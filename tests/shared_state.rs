@@ -127,7 +127,7 @@ impl Replicas {
 }
 
 /// The headline: a webhook reaching only replica A changes what replica B
-/// decides within a second; Redis holds the SPEC's keys and no secret.
+/// decides within a second; Redis holds the documented keys and no secret.
 #[tokio::test]
 async fn a_webhook_to_one_replica_reaches_the_other_within_a_second() {
     let Some(r) = replicas("shared_state::a_webhook_to_one_replica").await else {

@@ -21,7 +21,7 @@ const WEBHOOK_SECRET: &str = "whsec_subscriptions";
 const API_KEY: &str = "sk_backend_subscriptions";
 const HOOK: &str = "/api/stripe/webhook";
 
-/// Every identity header, as the SPEC's examples name them.
+/// Every identity header, as docs/reference.md's examples name them.
 const IDENTITY: [(&str, &str); 6] = [
     ("user_id", "x-user-id"),
     ("email", "x-user-email"),
@@ -518,7 +518,7 @@ async fn plans_and_features_gate_subscribed_users() {
 }
 
 /// The route's callers: an API key with the `subscription` action names
-/// the user or the customer; others are refused as the SPEC says.
+/// the user or the customer; others are refused as docs/reference.md says.
 #[tokio::test]
 async fn subscription_route_callers() {
     let w = world(|b| b).await;

@@ -1,4 +1,4 @@
-//! `GET` subscription: the caller's subscription state, as the SPEC's
+//! `GET` subscription: the caller's subscription state, as docs/reference.md's
 //! JSON. A session caller gets their own; an API key with the
 //! `subscription` action names `userId` or `customerId` in the query.
 //! `?refresh=true` re-reads Stripe (at most once per

@@ -172,7 +172,7 @@ pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
 }
 
 /// The events after which the event's customer's subscription state is
-/// read again from Stripe (the SPEC's list).
+/// read again from Stripe (the documented list).
 const SYNC_EVENTS: [&str; 15] = [
     "checkout.session.completed",
     "customer.subscription.created",
