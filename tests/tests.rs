@@ -14,6 +14,7 @@ mod hardening;
 mod identity;
 mod properties;
 mod proxy;
+mod quickstart;
 mod reference;
 mod shared_state;
 mod subscriptions;
