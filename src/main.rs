@@ -109,17 +109,10 @@ fn main() -> ExitCode {
 
 /// Serves `config` until a signal.
 fn run(config: Config) -> ExitCode {
-    // One worker needs no work-stealing scheduler: the single-threaded one
-    // does the same with fewer cross-thread wake-ups.
-    let mut runtime = match config.server.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        0 => tokio::runtime::Builder::new_multi_thread(),
-        n => {
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
-            runtime.worker_threads(n);
-            runtime
-        }
-    };
+    // Workers beyond the first get threads of their own (see
+    // stripe_sidecar::server): this one runs the first, the admin port
+    // and the background tasks.
+    let mut runtime = tokio::runtime::Builder::new_current_thread();
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -23,6 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use ipnet::IpNet;
+use thread_local::ThreadLocal;
 use tokio_util::task::TaskTracker;
 use tower_http::timeout::TimeoutBody;
 
@@ -38,8 +39,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Request line and headers accepted, in all, whatever the number of
 /// headers: Supabase session cookies are large. Beyond this a client gets
-/// 431; the app's response heads get the same room. Clients speak HTTP/1.1 (or 1.0) to the sidecar, as to nginx by
-/// default.
+/// 431; the app's response heads get the same room. Clients speak HTTP/1.1
+/// (or 1.0) to the sidecar, as to nginx by default.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -50,7 +51,10 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 pub struct Proxy {
-    client: Client<HttpConnector, Body>,
+    /// Each worker thread's own pool (see [`crate::server`]): a pooled
+    /// connection is driven by the thread that uses it.
+    clients: ThreadLocal<Client<HttpConnector, Body>>,
+    connect_timeout: Duration,
     authority: http::uri::Authority,
     read_timeout: Option<Duration>,
     trusted_proxies: Vec<IpNet>,
@@ -69,20 +73,9 @@ impl Proxy {
         identity_names: Vec<HeaderName>,
         metrics: Arc<Metrics>,
     ) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(upstream.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS)
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            // The app's response head fits in what a client may send; the
-            // default (~400 KiB) lets each pooled connection's read buffer
-            // grow that far and keep it.
-            .http1_max_buf_size(MAX_HEADER_BYTES + 4096)
-            .build(connector);
         Proxy {
-            client,
+            clients: ThreadLocal::new(),
+            connect_timeout: upstream.connect_timeout,
             authority: upstream.authority.clone(),
             read_timeout: upstream.read_timeout,
             trusted_proxies,
@@ -90,6 +83,24 @@ impl Proxy {
             metrics,
             tunnels: TaskTracker::new(),
         }
+    }
+
+    /// This thread's client to the app.
+    fn client(&self) -> &Client<HttpConnector, Body> {
+        self.clients.get_or(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(self.connect_timeout));
+            connector.set_nodelay(true);
+            Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS)
+                .pool_idle_timeout(IDLE_TIMEOUT)
+                .pool_timer(TokioTimer::new())
+                // The app's response head fits in what a client may send; the
+                // default (~400 KiB) lets each pooled connection's read buffer
+                // grow that far and keep it.
+                .http1_max_buf_size(MAX_HEADER_BYTES + 4096)
+                .build(connector)
+        })
     }
 
     pub fn tunnels(&self) -> &TaskTracker {
@@ -126,7 +137,7 @@ impl Proxy {
             .map_err(|e| Error::Internal(e.into()))?;
         *request.version_mut() = Version::HTTP_11;
 
-        let call = self.client.request(request);
+        let call = self.client().request(request);
         let result = match self.read_timeout {
             Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| {
                 self.failed(

@@ -8,6 +8,14 @@
 //! too. Shutdown follows the contract: readiness fails at once, requests
 //! are still served for the drain period (SIGTERM only), then the listeners
 //! close and in-flight requests and upgraded tunnels get the grace period.
+//!
+//! Workers run as nginx's do: each of `server.worker_threads` has its own
+//! thread and single-threaded runtime, accepts on its own descriptor of the
+//! one listening socket (whichever is free takes the next connection), and
+//! keeps its own pool of connections to the app ([`crate::proxy`]), so a
+//! request is served start to end on one thread with no cross-thread
+//! wake-ups. The first worker is the caller's runtime, which also runs the
+//! admin port and the background tasks.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -91,7 +99,8 @@ pub fn signals() -> std::io::Result<mpsc::UnboundedReceiver<Signal>> {
 /// The bound listeners and the shared state, ready to run.
 pub struct Server {
     state: Arc<State>,
-    listener: TcpListener,
+    /// One per worker, all on `addr`.
+    listeners: Vec<std::net::TcpListener>,
     admin: TcpListener,
     addr: SocketAddr,
     admin_addr: SocketAddr,
@@ -109,11 +118,22 @@ impl Server {
     /// the demo); `server.listen` is not read.
     pub async fn with_listener(config: Config, listener: TcpListener) -> std::io::Result<Server> {
         let addr = listener.local_addr()?;
+        let workers = match config.server.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        // One socket; each worker accepts on its own descriptor of it.
+        let listener = listener.into_std()?;
+        let mut listeners = Vec::with_capacity(workers);
+        for _ in 1..workers {
+            listeners.push(listener.try_clone()?);
+        }
+        listeners.insert(0, listener);
         let admin = listen(config.server.admin_listen, "server.admin_listen").await?;
         let admin_addr = admin.local_addr()?;
         Ok(Server {
             state: Arc::new(State::new(config)?),
-            listener,
+            listeners,
             admin,
             addr,
             admin_addr,
@@ -134,34 +154,84 @@ impl Server {
     pub async fn run(self, mut signals: mpsc::UnboundedReceiver<Signal>) -> Stopped {
         let Server {
             state,
-            listener,
+            listeners,
             admin,
             addr,
             admin_addr,
         } = self;
         let stop = CancellationToken::new();
         let connections = TaskTracker::new();
-
-        let app_state = state.clone();
-        let app = tokio::spawn(serve(
-            listener,
-            move |peer| {
-                let state = app_state.clone();
-                // Boxed: the request future lives on the heap only while a
-                // request is in flight, not inline in every idle connection.
-                tower::service_fn(move |request| Box::pin(respond(state.clone(), request, peer)))
-            },
-            {
+        let limit = Limit::new(
+            state.config.server.max_connections,
+            state.metrics.connections().clone(),
+        );
+        let worker = {
+            let (state, stop, connections) = (state.clone(), stop.clone(), connections.clone());
+            move |listener: std::net::TcpListener| {
                 let state = state.clone();
-                move |status| refused(&state, status)
-            },
-            stop.clone(),
-            connections.clone(),
-            Some(Limit::new(
-                state.config.server.max_connections,
-                state.metrics.connections().clone(),
-            )),
-        ));
+                let refused_state = state.clone();
+                let (stop, connections, limit) = (stop.clone(), connections.clone(), limit.clone());
+                async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(error) => return tracing::error!(%error, "a worker cannot listen"),
+                    };
+                    let service = move |peer| {
+                        let state = state.clone();
+                        // Boxed: the request future lives on the heap only while a
+                        // request is in flight, not inline in every idle connection.
+                        tower::service_fn(move |request| {
+                            Box::pin(respond(state.clone(), request, peer))
+                        })
+                    };
+                    let refused = move |status| refused(&refused_state, status);
+                    serve(listener, service, refused, stop, connections, Some(limit)).await;
+                }
+            }
+        };
+        // Every worker but the first on a thread of its own; each keeps
+        // running its connections and tunnels after its listener closes,
+        // until they end or the process gives up on them (`force`).
+        let force = CancellationToken::new();
+        let mut accepting = Vec::new();
+        let mut listeners = listeners.into_iter();
+        let first = listeners.next();
+        for (n, listener) in listeners.enumerate() {
+            let (done, accepted) = tokio::sync::oneshot::channel::<()>();
+            accepting.push(accepted);
+            let serve = worker(listener);
+            let (connections, tunnels) = (connections.clone(), state.proxy.tunnels().clone());
+            let force = force.clone();
+            let thread = std::thread::Builder::new().name(format!("worker-{}", n + 1));
+            let started = thread.spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => return tracing::error!(%error, "a worker cannot start"),
+                };
+                runtime.block_on(async move {
+                    serve.await;
+                    let _ = done.send(());
+                    tokio::select! {
+                        _ = async { tokio::join!(connections.wait(), tunnels.wait()) } => {}
+                        _ = force.cancelled() => {}
+                    }
+                });
+            });
+            if let Err(error) = started {
+                tracing::error!(%error, "cannot start a worker thread");
+            }
+        }
+        let app = tokio::spawn(async move {
+            if let Some(listener) = first {
+                worker(listener).await;
+            }
+            for accepted in accepting {
+                let _ = accepted.await;
+            }
+        });
         // The admin port outlives the app port: /healthz answers while the
         // process runs, through the grace period.
         let admin_stop = CancellationToken::new();
@@ -224,6 +294,7 @@ impl Server {
                 Stopped::Forced
             }
         };
+        force.cancel();
         admin_stop.cancel();
         let _ = admin.await;
         stopped

@@ -47,8 +47,15 @@ impl Builder {
         out + &self.tail
     }
 
-    /// Starts the server in this process.
-    pub async fn start(self) -> Sidecar {
+    /// Starts the server in this process, with one worker unless the test
+    /// asks for more: a client then never reads a counter before the
+    /// request that bumps it has finished on another thread. (The binary,
+    /// [`Builder::spawn`], runs the default: a worker per core.)
+    pub async fn start(mut self) -> Sidecar {
+        let server = self.sections.entry("server".to_string()).or_default();
+        if !server.iter().any(|line| line.starts_with("worker_threads")) {
+            server.push("worker_threads = 1".to_string());
+        }
         let config = Config::from_toml(&self.toml()).expect("test config is valid");
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addr();
