@@ -875,13 +875,16 @@ fn compose_runs_the_sidecar_in_front_of_the_app_against_stripe_mock() {
             "{shared} is the same for both"
         );
     }
-    // Compose stops the sidecar before the services it depends on.
-    let depends = sidecar["depends_on"].as_array().unwrap();
+    // Compose starts the sidecar after the services it depends on are
+    // healthy, and stops it before them.
+    let depends = sidecar["depends_on"].as_object().unwrap();
     for needed in [app_name, mock_name] {
-        assert!(
-            depends.contains(&json!(needed)),
-            "{name} depends on {needed}"
+        assert_eq!(
+            depends[needed]["condition"], "service_healthy",
+            "{name} waits for {needed}"
         );
+        let service = &services[needed];
+        assert!(service["healthcheck"]["test"].is_array(), "{needed} has a healthcheck");
     }
 }
 
