@@ -8,6 +8,7 @@ target must be a loopback address.
 
   traffic.py burst  --port P --conns 2000 --rounds 5 ...   (memory.sh)
   traffic.py soak   --port P --admin A --pid PID --minutes 10 ...   (soak.sh)
+  traffic.py ready  --admin A --runs 5 --log F -- CMD ARG...     (run.sh)
 
 Both print one JSON object on the last line of stdout; progress goes to
 stderr.
@@ -20,6 +21,8 @@ import ipaddress
 import json
 import os
 import random
+import socket
+import subprocess
 import sys
 import time
 
@@ -588,6 +591,52 @@ async def cmd_soak(a):
     print(json.dumps(result))
 
 
+# --------------------------------------------------------------- ready --
+
+
+def cmd_ready(a):
+    """Starts CMD `runs` times; each time, the milliseconds from just before
+    the exec to the first `GET /readyz` on the admin port answered 200,
+    polled in a tight loop (a fresh connection every 0.5 ms), then SIGTERM."""
+    loopback_only(HOST)
+    probe = b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    times, polls = [], []
+    for _ in range(a.runs):
+        with open(a.log, "ab") as logf:
+            t0 = time.monotonic()
+            proc = subprocess.Popen(a.command, stdout=logf, stderr=subprocess.STDOUT)
+            ready_ms, n = None, 0
+            try:
+                while time.monotonic() - t0 < a.timeout:
+                    if proc.poll() is not None:
+                        raise SystemExit(f"{a.command[0]} exited with {proc.returncode} before /readyz answered")
+                    n += 1
+                    try:
+                        with socket.create_connection((HOST, a.admin), timeout=1) as s:
+                            s.sendall(probe)
+                            head = s.recv(16)
+                    except OSError:
+                        head = b""
+                    if head.startswith(b"HTTP/1.1 200"):
+                        ready_ms = (time.monotonic() - t0) * 1000
+                        break
+                    time.sleep(0.0005)
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if ready_ms is None:
+            raise SystemExit(f"/readyz on :{a.admin} not 200 within {a.timeout}s")
+        times.append(round(ready_ms, 2))
+        polls.append(n)
+        time.sleep(0.2)
+    log(f"ready after (ms): {times}; polls: {polls}")
+    print(json.dumps({"ready_ms": times, "median_ms": median(times), "max_ms": max(times)}))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -616,8 +665,17 @@ def main():
     s.add_argument("--max-idle-fds", type=int, default=144)
     s.add_argument("--max-errors", type=int, default=0)
     s.add_argument("--seed", type=int, default=1)
+    r = sub.add_parser("ready")
+    r.add_argument("--admin", type=int, required=True, help="the admin port CMD listens on")
+    r.add_argument("--runs", type=int, default=5)
+    r.add_argument("--timeout", type=float, default=10)
+    r.add_argument("--log", required=True, help="CMD's stdout and stderr, appended")
+    r.add_argument("command", nargs="+", help="the sidecar and its arguments (after --)")
     a = p.parse_args()
-    asyncio.run(cmd_burst(a) if a.cmd == "burst" else cmd_soak(a))
+    if a.cmd == "ready":
+        cmd_ready(a)
+    else:
+        asyncio.run(cmd_burst(a) if a.cmd == "burst" else cmd_soak(a))
 
 
 if __name__ == "__main__":
