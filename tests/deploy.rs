@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::support::sidecar::binary;
+use crate::support::toml_strings;
 
 const SIDECAR: &str = "stripe-sidecar";
 const BASE: &str = "deploy/kubernetes/base";
@@ -64,19 +65,11 @@ fn every_shipped_config_passes_check() {
 /// Plausible values for the variables a config requires: `${VAR}` with no
 /// default, in any string value (comments may mention others).
 fn dummies(config: &str) -> BTreeMap<String, String> {
-    fn strings(value: &toml::Value, out: &mut Vec<String>) {
-        match value {
-            toml::Value::String(s) => out.push(s.clone()),
-            toml::Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
-            toml::Value::Table(table) => table.values().for_each(|v| strings(v, out)),
-            _ => {}
-        }
-    }
     let Ok(table) = config.parse::<toml::Table>() else {
         return BTreeMap::new(); // --check names the syntax error
     };
     let mut values = Vec::new();
-    strings(&toml::Value::Table(table), &mut values);
+    toml_strings(&toml::Value::Table(table), &mut values);
     let mut env = BTreeMap::new();
     for value in values {
         for reference in value.split("${").skip(1) {
@@ -884,7 +877,10 @@ fn compose_runs_the_sidecar_in_front_of_the_app_against_stripe_mock() {
             "{name} waits for {needed}"
         );
         let service = &services[needed];
-        assert!(service["healthcheck"]["test"].is_array(), "{needed} has a healthcheck");
+        assert!(
+            service["healthcheck"]["test"].is_array(),
+            "{needed} has a healthcheck"
+        );
     }
 }
 

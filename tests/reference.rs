@@ -30,6 +30,7 @@ use stripe_sidecar::stripe::StripeError;
 use stripe_sidecar::Config;
 
 use crate::support::sidecar::binary;
+use crate::support::toml_strings;
 
 const REFERENCE: &str = "docs/reference.md";
 
@@ -123,8 +124,8 @@ fn every_environment_variable_of_the_shipped_config_is_documented() {
     let shipped: toml::Table = read("config.toml").parse().expect("config.toml is TOML");
     let code = toml::Value::try_from(RawConfig::default()).unwrap();
     let mut values = Vec::new();
-    strings(&toml::Value::Table(shipped), &mut values);
-    strings(&code, &mut values);
+    toml_strings(&toml::Value::Table(shipped), &mut values);
+    toml_strings(&code, &mut values);
     let mut variables = BTreeSet::new();
     for value in values {
         for used in value.split("${").skip(1) {
@@ -216,16 +217,6 @@ fn shipped_config_with_examples() -> toml::Table {
     format!("{text}\n{examples}")
         .parse()
         .unwrap_or_else(|e| panic!("config.toml with its examples uncommented is not TOML: {e}"))
-}
-
-/// Every string under `value`.
-fn strings(value: &toml::Value, out: &mut Vec<String>) {
-    match value {
-        toml::Value::String(s) => out.push(s.clone()),
-        toml::Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
-        toml::Value::Table(table) => table.values().for_each(|v| strings(v, out)),
-        _ => {}
-    }
 }
 
 // ---------------------------------------------------------------------------
