@@ -11,6 +11,11 @@
 //! the method, path, status and a verified user id.
 
 use std::fmt;
+use std::fs::File;
+use std::io::BufWriter;
+use std::os::fd::AsFd;
+
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -23,19 +28,38 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 /// Installs the global subscriber. `RUST_LOG` overrides the `info` level.
-pub fn init(format: LogFormat) {
+///
+/// Lines go to stdout from a thread of their own (tracing-appender), so a
+/// request never waits on a write: it hands its line over and the thread
+/// writes whatever has queued up in one `write` (an access line per
+/// request was one system call per request). Nothing is dropped: past
+/// 128k queued lines a request waits. Keep the returned guard until exit:
+/// dropping it writes what is left.
+pub fn init(format: LogFormat) -> Option<WorkerGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (writer, guard) = match std::io::stdout().as_fd().try_clone_to_owned() {
+        // Unbuffered on a terminal: a person watches it line by line.
+        Ok(fd) if !terminal => {
+            let batched = BufWriter::with_capacity(64 * 1024, File::from(fd));
+            NonBlockingBuilder::default().lossy(false).finish(batched)
+        }
+        _ => NonBlockingBuilder::default()
+            .lossy(false)
+            .finish(std::io::stdout()),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_writer(std::io::stdout);
-    let _ = match format {
+        .with_ansi(terminal)
+        .with_writer(writer);
+    let installed = match format {
         LogFormat::Json => builder
             .fmt_fields(JsonFields::new())
             .event_format(JsonLines)
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    installed.ok().map(|()| guard)
 }
 
 /// Formats each event as one JSON object: `ts`, `level`, `target`, the

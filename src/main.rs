@@ -103,7 +103,7 @@ fn main() -> ExitCode {
         eprintln!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
     }
-    logging::init(config.server.log_format);
+    let _written_at_exit = logging::init(config.server.log_format);
     run(config)
 }
 
@@ -146,7 +146,7 @@ fn run(config: Config) -> ExitCode {
 /// `stripe-sidecar demo`: starts the three servers, prints the URL to
 /// open, and serves until a signal (Ctrl-C stops it cleanly).
 fn demo(port: u16) -> ExitCode {
-    logging::init(LogFormat::Text);
+    let _written_at_exit = logging::init(LogFormat::Text);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

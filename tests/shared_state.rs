@@ -12,7 +12,7 @@ use crate::support::events;
 use crate::support::raw::{self, RawResponse};
 use crate::support::redis::RedisServer;
 use crate::support::session;
-use crate::support::sidecar::Sidecar;
+use crate::support::sidecar::{eventually, Sidecar};
 use crate::support::stripe::FakeStripe;
 
 const JWT_SECRET: &str = "shared-state-test-jwt-secret-32-characters";
@@ -68,6 +68,17 @@ async fn replicas(test: &str) -> Option<Replicas> {
     };
     let a = replica().start().await;
     let b = replica().start().await;
+    // Both replicas connect to Redis in the background; a test starts
+    // once each has its command connection and its pub/sub listener (plus
+    // this check's own connection).
+    let connected = || {
+        let info = redis.command(&["INFO", "clients"]).unwrap_or_default();
+        info.lines()
+            .find_map(|line| line.strip_prefix("connected_clients:"))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .is_some_and(|n| n >= 5)
+    };
+    eventually(Duration::from_secs(10), connected).await;
     Some(Replicas {
         _app: app,
         stripe,
