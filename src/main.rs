@@ -3,6 +3,10 @@
 //! product with its stand-ins), and turn the outcome into an exit code; and
 //! the process's memory allocator (jemalloc, see [`GLOBAL`]).
 
+// As in lib.rs: async-stripe's nested types overflow the default when
+// checking that a future is `Send` (seen with debug info on).
+#![recursion_limit = "256"]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
