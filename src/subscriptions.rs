@@ -27,7 +27,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use moka::future::Cache;
 use serde::{Deserialize, Serialize};
-
 use stripe_billing::subscription::{ListSubscription, ListSubscriptionStatus};
 use stripe_misc::entitlements_active_entitlement::ListEntitlementsActiveEntitlement;
 
