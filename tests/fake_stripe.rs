@@ -572,7 +572,8 @@ async fn events_are_built_from_objects_as_they_are_now() {
 
 #[test]
 fn sign_matches_a_known_vector() {
-    // python3: hmac.new(b"whsec_test_secret", b'1700000000.{"id":"evt_1"}', sha256).hexdigest()
+    // Computed independently, with Python's hmac module:
+    // HMAC-SHA256(b"whsec_test_secret", b'1700000000.{"id":"evt_1"}'), hex.
     let header = events::sign("whsec_test_secret", 1_700_000_000, br#"{"id":"evt_1"}"#);
     assert_eq!(
         header,

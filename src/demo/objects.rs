@@ -166,3 +166,56 @@ pub fn subscription(
     }
     subscription
 }
+
+/// The API version async-stripe 1.0.0-rc.10 pins; events say it.
+pub const API_VERSION: &str = "2026-09-30.endive";
+
+/// A customer built on the fixture: the fields a new customer has.
+pub fn customer(
+    id: &str,
+    email: Option<&str>,
+    name: Option<&str>,
+    description: Option<&str>,
+    metadata: Map<String, Value>,
+    live: bool,
+    created: u64,
+) -> Value {
+    let mut customer = fixture(CUSTOMER);
+    for (field, value) in [
+        ("id", json!(id)),
+        ("email", json!(email)),
+        ("name", json!(name)),
+        ("description", json!(description)),
+        ("metadata", Value::Object(metadata)),
+        ("created", json!(created)),
+        ("livemode", json!(live)),
+        // The fixture's discount, shipping and currency belong to an older customer.
+        ("discount", Value::Null),
+        ("shipping", Value::Null),
+        ("address", Value::Null),
+        ("currency", Value::Null),
+        ("invoice_prefix", json!(random_id(8).to_uppercase())),
+    ] {
+        customer[field] = value;
+    }
+    customer
+}
+
+/// A Stripe event of type `kind` about `object` as it is now: a fresh
+/// `evt_` id, [`API_VERSION`], the object's `livemode`.
+pub fn event(kind: &str, object: Value, created: u64) -> Value {
+    let mut event = fixture(EVENT);
+    let live = object["livemode"].as_bool().unwrap_or_default();
+    for (field, value) in [
+        ("id", json!(format!("evt_1{}", random_id(23)))),
+        ("api_version", json!(API_VERSION)),
+        ("created", json!(created)),
+        ("type", json!(kind)),
+        ("data", json!({ "object": object })),
+        ("livemode", json!(live)),
+        ("pending_webhooks", json!(1)),
+    ] {
+        event[field] = value;
+    }
+    event
+}

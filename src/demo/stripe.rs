@@ -26,14 +26,9 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Map, Value};
 use url::form_urlencoded;
 
-use super::objects::{
-    self, fixture, random_id, CHECKOUT_SESSION, CUSTOMER, EVENT, INVOICE, PORTAL_SESSION,
-};
+use super::objects::{self, fixture, random_id, CHECKOUT_SESSION, INVOICE, PORTAL_SESSION};
 use super::page::{self, escape, html, redirect};
 use crate::billing::webhook::sign;
-
-/// The API version async-stripe 1.0.0-rc.10 pins; events say it.
-const API_VERSION: &str = "2026-09-30.endive";
 
 /// The stand-in's settings and its memory; shared by every connection.
 pub struct StandIn {
@@ -529,40 +524,12 @@ fn invoice_object(subscription: &Value) -> Value {
 }
 
 fn customer_object(email: Option<&str>, metadata: Map<String, Value>) -> Value {
-    let mut customer = fixture(CUSTOMER);
-    for (field, value) in [
-        ("id", json!(format!("cus_{}", random_id(14)))),
-        ("email", json!(email)),
-        ("name", Value::Null),
-        ("description", Value::Null),
-        ("metadata", Value::Object(metadata)),
-        ("created", json!(now())),
-        ("livemode", json!(false)),
-        ("discount", Value::Null),
-        ("shipping", Value::Null),
-        ("address", Value::Null),
-        ("currency", Value::Null),
-        ("invoice_prefix", json!(random_id(8).to_uppercase())),
-    ] {
-        customer[field] = value;
-    }
-    customer
+    let id = format!("cus_{}", random_id(14));
+    objects::customer(&id, email, None, None, metadata, false, now())
 }
 
 fn event(kind: &str, object: Value) -> Value {
-    let mut event = fixture(EVENT);
-    for (field, value) in [
-        ("id", json!(format!("evt_1{}", random_id(23)))),
-        ("api_version", json!(API_VERSION)),
-        ("created", json!(now())),
-        ("type", json!(kind)),
-        ("data", json!({ "object": object })),
-        ("livemode", json!(false)),
-        ("pending_webhooks", json!(1)),
-    ] {
-        event[field] = value;
-    }
-    event
+    objects::event(kind, object, now())
 }
 
 fn list(data: Vec<Value>, url: &str) -> Value {

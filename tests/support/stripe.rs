@@ -57,7 +57,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use stripe_sidecar::demo::objects::{
-    self, fixture, random_id, CHECKOUT_SESSION, CUSTOMER, EVENT, INVOICE, PORTAL_SESSION,
+    self, fixture, random_id, CHECKOUT_SESSION, INVOICE, PORTAL_SESSION,
 };
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -67,8 +67,7 @@ use url::form_urlencoded;
 const ACTIVE_ENTITLEMENT: &str =
     include_str!("../fixtures/stripe/entitlements.active_entitlement.json");
 
-/// The API version async-stripe 1.0.0-rc.10 pins; events say it.
-pub const API_VERSION: &str = "2026-09-30.endive";
+pub use stripe_sidecar::demo::objects::API_VERSION;
 
 /// Every status a subscription can have.
 const SUBSCRIPTION_STATUSES: [&str; 8] = [
@@ -1245,19 +1244,7 @@ impl State {
 
     /// An event (kept for `GET /v1/events/{id}`).
     fn new_event(&mut self, kind: &str, object: Value) -> Value {
-        let mut event = fixture(EVENT);
-        let live = object["livemode"].as_bool().unwrap_or_default();
-        for (field, value) in [
-            ("id", json!(format!("evt_1{}", random_id(23)))),
-            ("api_version", json!(API_VERSION)),
-            ("created", json!(now())),
-            ("type", json!(kind)),
-            ("data", json!({ "object": object })),
-            ("livemode", json!(live)),
-            ("pending_webhooks", json!(1)),
-        ] {
-            event[field] = value;
-        }
+        let event = objects::event(kind, object, now());
         self.events.push(event.clone());
         event
     }
@@ -1619,7 +1606,7 @@ fn invoice_object(subscription: &Value, email: &Value, trial: bool) -> Value {
     invoice
 }
 
-/// A customer built on the fixture: the fields a new customer has.
+/// A customer built on the fixture, created now.
 fn customer_object(
     id: &str,
     email: Option<&str>,
@@ -1628,25 +1615,7 @@ fn customer_object(
     metadata: serde_json::Map<String, Value>,
     live: bool,
 ) -> Value {
-    let mut customer = fixture(CUSTOMER);
-    for (field, value) in [
-        ("id", json!(id)),
-        ("email", json!(email)),
-        ("name", json!(name)),
-        ("description", json!(description)),
-        ("metadata", Value::Object(metadata)),
-        ("created", json!(now())),
-        ("livemode", json!(live)),
-        // The fixture's discount, shipping and currency belong to an older customer.
-        ("discount", Value::Null),
-        ("shipping", Value::Null),
-        ("address", Value::Null),
-        ("currency", Value::Null),
-        ("invoice_prefix", json!(random_id(8).to_uppercase())),
-    ] {
-        customer[field] = value;
-    }
-    customer
+    objects::customer(id, email, name, description, metadata, live, now())
 }
 
 /// `line_items[0][price]` -> `["line_items", "0", "price"]`; `None` when the
